@@ -1,0 +1,175 @@
+"""Wiring, start-up and shutdown of one gateway process."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import random
+import signal
+import sys
+import time
+
+from . import static_catalog, zones
+from .cache import CachePolicy, ForwardCache
+from .catalog import Snapshot
+from .config import Config
+from .forwarder import Forwarder
+from .metrics import Metrics, serve_http
+from .resolver import Resolver
+from .source import CatalogSource, StaticSource
+from .transport import TcpServer, open_listeners
+
+log = logging.getLogger("gateway")
+
+
+def build_source(config: Config) -> CatalogSource:
+    static = (
+        static_catalog.load(config.catalog, config.datacenter)
+        if config.catalog is not None
+        else Snapshot(datacenters=frozenset({config.datacenter}))
+    )
+    if config.consul is None:
+        return StaticSource(static)
+    from .consul import ConsulSource  # only needed (and imported) with Consul
+
+    source: CatalogSource = ConsulSource(
+        config, static=static if config.catalog is not None else None
+    )
+    return source
+
+
+async def serve(config: Config, *, ready: asyncio.Event | None = None, worker: int = 0) -> None:
+    """Runs until SIGTERM/SIGINT (or cancellation)."""
+    loop = asyncio.get_running_loop()
+    metrics = Metrics()
+    source = build_source(config)
+    zone_set = zones.load_zones(config.zones) if config.zones is not None else {}
+    assert config.upstream is not None
+    forwarder = (
+        Forwarder(
+            loop,
+            config.upstream,
+            timeout=config.forward_timeout,
+            deadline=config.forward_deadline,
+            max_inflight=config.forward_max_inflight,
+        )
+        if config.upstream
+        else None
+    )
+    cache = ForwardCache(
+        CachePolicy(
+            max_entries=config.cache_size,
+            min_ttl=config.cache_min_ttl,
+            max_ttl=config.cache_max_ttl,
+            negative_max_ttl=config.cache_negative_max_ttl,
+            serve_stale=config.serve_stale,
+            stale_answer_ttl=config.stale_answer_ttl,
+        ),
+        clock=time.monotonic,
+    )
+    resolver = Resolver(
+        config,
+        source=source,
+        zone_set=zone_set,
+        forwarder=forwarder,
+        cache=cache,
+        metrics=metrics,
+        rng=random.Random(),
+    )
+    metrics.gauge("cache_entries", lambda: len(cache))
+    if forwarder is not None:
+        metrics.gauge("forward_inflight", lambda: forwarder.inflight)
+        for name in forwarder.stats:
+            metrics.gauge(f"forward_{name}", lambda n=name: forwarder.stats[n])  # type: ignore[misc]
+    tcp = TcpServer(
+        resolver, idle_timeout=config.tcp_idle_timeout, max_connections=config.tcp_max_connections
+    )
+    metrics.gauge("tcp_connections", lambda: tcp.connections)
+    if hasattr(source, "register_metrics"):
+        source.register_metrics(metrics)
+
+    listeners = []
+    servers = []
+    try:
+        for ep in config.listen:
+            udp, server = await open_listeners(
+                resolver, ep.host, ep.port, tcp=tcp, reuse_port=config.workers > 1
+            )
+            listeners.append(udp)
+            servers.append(server)
+            if worker == 0:
+                log.info("listening on %s (UDP and TCP)", ep)
+        if config.metrics_listen is not None and worker == 0:
+            servers.append(
+                await serve_http(metrics, config.metrics_listen.host, config.metrics_listen.port)
+            )
+            log.info("metrics on http://%s/metrics", config.metrics_listen)
+        await source.start()
+        if worker == 0:
+            log.info(
+                "catalog: %s; zones: %s; upstreams: %s",
+                f"consul {config.consul}" if config.consul else f"static {config.catalog}",
+                ", ".join(sorted(zone_set)) or "none",
+                ", ".join(str(u) for u in config.upstream) or "none (forwarding answers SERVFAIL)",
+            )
+        stop = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        if ready is not None:
+            ready.set()
+        await stop.wait()
+        log.info("shutting down")
+    finally:
+        for udp in listeners:
+            udp.close()
+        for server in servers:
+            server.close()
+        await resolver.close()
+        await source.stop()
+        if forwarder is not None:
+            forwarder.close()
+
+
+def run(config: Config, worker: int = 0) -> None:
+    """Runs one process's event loop (uvloop when available)."""
+    import uvloop
+
+    uvloop.run(serve(config, worker=worker))
+
+
+def run_workers(config: Config) -> int:
+    """``--workers N``: N processes share the ports with SO_REUSEPORT.
+
+    The kernel spreads UDP datagrams and TCP connections over them; each
+    worker keeps its own catalog view and cache (measured and documented
+    in the README).
+    """
+    children: list[int] = []
+    for worker in range(config.workers):
+        pid = os.fork()
+        if pid == 0:
+            code = 0
+            try:
+                run(config, worker)
+            except BaseException:
+                log.exception("worker %d failed", worker)
+                code = 1
+            finally:
+                os._exit(code)
+        children.append(pid)
+
+    def forward(signum: int, _frame: object) -> None:
+        for child in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child, signum)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    status = 0
+    for child in children:
+        _, code = os.waitpid(child, 0)
+        status = status or (1 if code else 0)
+    sys.stdout.flush()
+    return status

@@ -1,0 +1,211 @@
+"""The cache of forwarded answers: wire templates with TTLs that count down.
+
+An upstream answer is stored once as a template (ID 0, RD/CD clear, the
+question in lower case, our own OPT or none, by the client's EDNS state),
+plus where each record's TTL sits. A hit patches the TTLs at most once a
+second (age changes in whole seconds) and otherwise returns stored bytes.
+
+- Lifetime: the smallest answer TTL; negative answers (NXDOMAIN, NODATA)
+  live min(SOA TTL, SOA MINIMUM) (RFC 2308 5) and are not cached without
+  an SOA; both clamped by the configured bounds.
+- Bounded by entry count, least recently used evicted.
+- Serve-stale (RFC 8767): an expired entry stays for ``serve_stale``
+  seconds and may answer, with TTL ``stale_answer_ttl`` (RFC 8767 4
+  recommends 30 s), when every upstream fails.
+- Keyed by the fast-path key, which includes the DO bit, so DNSSEC and
+  plain answers never mix.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from . import wire
+
+_TTL = struct.Struct("!I")
+# Flag bits cleared in a template's first flag byte: AA (we did not author
+# it) and RD (copied from each query).
+_AA_AND_RD = (wire.FLAG_AA | wire.FLAG_RD) >> 8
+
+
+@dataclass(frozen=True, slots=True)
+class CachePolicy:
+    max_entries: int
+    min_ttl: int
+    max_ttl: int
+    negative_max_ttl: int
+    serve_stale: float
+    stale_answer_ttl: int
+
+
+class CachedAnswer:
+    """One cached response and the places of its TTLs."""
+
+    __slots__ = (
+        "_base",
+        "_stale",
+        "_ttls",
+        "_wire",
+        "_wire_age",
+        "expires",
+        "stale_until",
+        "stored",
+    )
+
+    def __init__(
+        self, base: bytes, ttls: list[tuple[int, int]], stored: float, lifetime: int, stale: float
+    ) -> None:
+        self._base = base
+        self._ttls = ttls
+        self._wire = base
+        self._wire_age = 0
+        self._stale: bytes | None = None
+        self.stored = stored
+        self.expires = stored + lifetime
+        self.stale_until = self.expires + stale
+
+    def at(self, now: float) -> bytes:
+        """The template with TTLs as they are ``now`` (never below 0)."""
+        age = int(now - self.stored)
+        if age != self._wire_age:
+            buf = bytearray(self._base)
+            for offset, ttl in self._ttls:
+                _TTL.pack_into(buf, offset, ttl - age if ttl > age else 0)
+            self._wire = bytes(buf)
+            self._wire_age = age
+        return self._wire
+
+    def stale(self, ttl: int) -> bytes:
+        """The template with every TTL set to ``ttl`` (RFC 8767)."""
+        if self._stale is None:
+            buf = bytearray(self._base)
+            for offset, _ in self._ttls:
+                _TTL.pack_into(buf, offset, ttl)
+            self._stale = bytes(buf)
+        return self._stale
+
+
+class ForwardCache:
+    """LRU of :class:`CachedAnswer` by fast-path key, with an injected clock."""
+
+    def __init__(self, policy: CachePolicy, clock: Callable[[], float]) -> None:
+        self._policy = policy
+        self._clock = clock
+        self._entries: OrderedDict[bytes, CachedAnswer] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def fresh(self, key: bytes) -> bytes | None:
+        """The template for ``key`` if it has not expired."""
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
+        now = self._clock()
+        if now >= entry.expires:
+            if now >= entry.stale_until:
+                del self._entries[key]
+            return None
+        self._entries.move_to_end(key)
+        return entry.at(now)
+
+    def stale(self, key: bytes) -> bytes | None:
+        """An expired template still inside the serve-stale window."""
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
+        now = self._clock()
+        if now >= entry.stale_until:
+            del self._entries[key]
+            return None
+        if now < entry.expires:
+            return entry.at(now)
+        return entry.stale(self._policy.stale_answer_ttl)
+
+    def put(self, key: bytes, template: bytes) -> int | None:
+        """Stores a response template; returns its lifetime, None if not cacheable."""
+        if self._policy.max_entries <= 0:
+            return None
+        lifetime_and_ttls = cacheable(template, self._policy)
+        if lifetime_and_ttls is None:
+            return None
+        lifetime, ttls = lifetime_and_ttls
+        entry = CachedAnswer(template, ttls, self._clock(), lifetime, self._policy.serve_stale)
+        self._entries[key] = entry
+        self._entries.move_to_end(key)
+        while len(self._entries) > self._policy.max_entries:
+            self._entries.popitem(last=False)
+        return lifetime
+
+
+def cacheable(template: bytes, policy: CachePolicy) -> tuple[int, list[tuple[int, int]]] | None:
+    """(lifetime, TTL places) for a response, or None when it must not be cached."""
+    try:
+        layout = wire.walk_response(template)
+    except wire.FormatError:
+        return None
+    flags = struct.unpack_from("!H", template, 2)[0]
+    rcode = flags & 0xF
+    if flags & wire.FLAG_TC or rcode not in (wire.NOERROR, wire.NXDOMAIN):
+        return None
+    records = [
+        r for r in (*layout.answer, *layout.authority, *layout.additional) if r.rtype != wire.OPT
+    ]
+    ttls = [(r.ttl_offset, r.ttl) for r in records]
+    answers = [r for r in layout.answer if r.rtype != wire.OPT]
+    if rcode == wire.NOERROR and answers:
+        lifetime = min(r.ttl for r in answers)
+        lifetime = min(max(lifetime, policy.min_ttl), policy.max_ttl)
+    else:
+        soa = next((r for r in layout.authority if r.rtype == wire.SOA), None)
+        if soa is None:
+            return None  # RFC 2308 5: no SOA, no negative caching.
+        minimum = _TTL.unpack_from(template, soa.end - 4)[0]
+        lifetime = min(soa.ttl, minimum, policy.negative_max_ttl)
+        lifetime = max(lifetime, policy.min_ttl)
+    if lifetime <= 0:
+        return None
+    return lifetime, ttls
+
+
+def make_template(response: bytes, *, client_edns: wire.Edns | None, payload: int) -> bytes | None:
+    """An upstream response made into a template for clients with this EDNS state.
+
+    Clears ID, AA, RD and CD (the fast path copies RD/CD from each query;
+    a forwarded answer is not authoritative from us), lower-cases the
+    question, drops the upstream's OPT record and appends ours when the
+    client sent EDNS. Returns None when the message cannot be handled
+    (then it is relayed once, uncached).
+    """
+    try:
+        layout = wire.walk_response(response)
+    except wire.FormatError:
+        return None
+    additional = list(layout.additional)
+    body_end = len(response)
+    arcount = len(additional)
+    if additional and additional[-1].rtype == wire.OPT:
+        body_end = additional[-1].start
+        arcount -= 1
+    elif any(r.rtype == wire.OPT for r in additional):
+        return None
+    qname_end = wire.skip_name(response, wire.HEADER_LEN)
+    flags_hi = response[2] & ~_AA_AND_RD & 0xFF
+    flags_lo = (response[3] & ~(wire.FLAG_CD & 0xFF)) | (wire.FLAG_RA & 0xFF)
+    head = b"\x00\x00" + bytes((flags_hi, flags_lo)) + response[4:10]
+    tail = b""
+    if client_edns is not None:
+        tail = wire.opt_record(payload, client_edns.do)
+        arcount += 1
+    return b"".join(
+        (
+            head,
+            struct.pack("!H", arcount),
+            response[wire.HEADER_LEN : qname_end].lower(),
+            response[qname_end:body_end],
+            tail,
+        )
+    )

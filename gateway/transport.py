@@ -1,0 +1,192 @@
+"""UDP and TCP listeners: framing, limits and timeouts; no DNS decisions.
+
+Both hand each message to the resolver's fast path first and fall back to
+the slow path with a reply function. Any exception is caught here and
+counted: a packet can never take the server down.
+
+TCP follows RFC 7766: two-byte length framing, several queries per
+connection (pipelined; answers may come back out of order, 6.2.1.1), an
+idle timeout, and a cap on concurrent connections.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import struct
+from typing import Any, cast
+
+from .resolver import Resolver
+
+log = logging.getLogger(__name__)
+
+# Replies stay queued for at most this many bytes per TCP client before we
+# stop reading from it (a client that never reads cannot exhaust memory).
+TCP_WRITE_HIGH_WATER = 256 * 1024
+
+
+class UdpListener(asyncio.DatagramProtocol):
+    def __init__(self, resolver: Resolver) -> None:
+        self._resolver = resolver
+        self._transport: asyncio.DatagramTransport | None = None
+        self._fast = resolver.answer_fast
+        self._counts = resolver.metrics.counters
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's UDP transport does not subclass asyncio.DatagramTransport.
+        self._transport = cast(asyncio.DatagramTransport, transport)
+
+    def datagram_received(self, data: bytes, addr: tuple[Any, ...]) -> None:
+        transport = self._transport
+        if transport is None:
+            return
+        try:
+            response = self._fast(data, False)
+            if response is not None:
+                transport.sendto(response, addr)
+                return
+            self._resolver.answer_slow(data, False, lambda r: self._send(r, addr))
+        except Exception:
+            self._counts["internal_errors"] += 1
+            log.exception("UDP packet from %s dropped", addr)
+
+    def _send(self, response: bytes, addr: tuple[Any, ...]) -> None:
+        if self._transport is not None and not self._transport.is_closing():
+            self._transport.sendto(response, addr)
+
+    def error_received(self, exc: Exception) -> None:
+        # ICMP errors for replies to clients that went away: nothing to do.
+        log.debug("UDP error: %s", exc)
+
+
+class TcpConnection(asyncio.Protocol):
+    def __init__(self, resolver: Resolver, server: TcpServer) -> None:
+        self._resolver = resolver
+        self._server = server
+        self._buffer = bytearray()
+        self._transport: asyncio.Transport | None = None
+        self._idle: asyncio.TimerHandle | None = None
+        self._pending = 0
+        self._loop = asyncio.get_running_loop()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        tr = self._transport = cast(asyncio.Transport, transport)
+        if not self._server.admit(self):
+            tr.abort()
+            return
+        tr.set_write_buffer_limits(high=TCP_WRITE_HIGH_WATER)
+        self._arm_idle()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._server.release(self)
+        if self._idle is not None:
+            self._idle.cancel()
+        self._transport = None
+
+    def pause_writing(self) -> None:
+        if self._transport is not None:
+            self._transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self._transport is not None:
+            self._transport.resume_reading()
+
+    def _arm_idle(self) -> None:
+        if self._idle is not None:
+            self._idle.cancel()
+        self._idle = self._loop.call_later(self._server.idle_timeout, self._on_idle)
+
+    def _on_idle(self) -> None:
+        # RFC 7766 6.2.3: close idle connections; wait while answers are owed.
+        if self._pending:
+            self._arm_idle()
+        elif self._transport is not None:
+            self._transport.close()
+
+    def data_received(self, data: bytes) -> None:
+        self._buffer += data
+        self._arm_idle()
+        buf = self._buffer
+        while len(buf) >= 2:
+            size = (buf[0] << 8) | buf[1]
+            if len(buf) < 2 + size:
+                break
+            message = bytes(buf[2 : 2 + size])
+            del buf[: 2 + size]
+            self._handle(message)
+
+    def _handle(self, message: bytes) -> None:
+        try:
+            response = self._resolver.answer_fast(message, True)
+            if response is not None:
+                self._send(response)
+                return
+            self._pending += 1
+            self._resolver.answer_slow(message, True, self._send_pending)
+        except Exception:
+            self._resolver.metrics.counters["internal_errors"] += 1
+            log.exception("TCP message dropped")
+
+    def _send_pending(self, response: bytes) -> None:
+        self._pending -= 1
+        self._send(response)
+
+    def _send(self, response: bytes) -> None:
+        transport = self._transport
+        if transport is not None and not transport.is_closing():
+            transport.write(struct.pack("!H", len(response)) + response)
+
+
+class TcpServer:
+    """Tracks connections for the limit; the oldest idle ones could be shed later."""
+
+    def __init__(self, resolver: Resolver, *, idle_timeout: float, max_connections: int) -> None:
+        self._resolver = resolver
+        self.idle_timeout = idle_timeout
+        self._max = max_connections
+        self._connections: set[TcpConnection] = set()
+
+    def protocol(self) -> TcpConnection:
+        return TcpConnection(self._resolver, self)
+
+    def admit(self, conn: TcpConnection) -> bool:
+        if len(self._connections) >= self._max:
+            self._resolver.metrics.counters["tcp_refused"] += 1
+            return False
+        self._connections.add(conn)
+        return True
+
+    def release(self, conn: TcpConnection) -> None:
+        self._connections.discard(conn)
+
+    @property
+    def connections(self) -> int:
+        return len(self._connections)
+
+
+async def open_listeners(
+    resolver: Resolver,
+    host: str,
+    port: int,
+    *,
+    tcp: TcpServer,
+    reuse_port: bool,
+) -> tuple[asyncio.DatagramTransport, asyncio.Server]:
+    """UDP and TCP on one address; both or neither."""
+    loop = asyncio.get_running_loop()
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    udp_transport, _ = await loop.create_datagram_endpoint(
+        lambda: UdpListener(resolver),
+        local_addr=(host, port),
+        family=family,
+        reuse_port=reuse_port or None,
+    )
+    try:
+        server = await loop.create_server(
+            tcp.protocol, host, port, family=family, reuse_port=reuse_port or None, backlog=1024
+        )
+    except Exception:
+        udp_transport.close()
+        raise
+    return udp_transport, server
