@@ -1,0 +1,23 @@
+"""Real processes for the gateway's integration tests: Knot upstream, gateway."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from tests.support.gateway_proc import GatewayProcess
+from tests.support.upstream import KnotUpstream
+
+
+@pytest.fixture(scope="module")
+def knot() -> Iterator[KnotUpstream]:
+    with KnotUpstream() as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def gateway(knot: KnotUpstream) -> Iterator[GatewayProcess]:
+    """The embedded default (zones/ catalog and zones) with Knot as the upstream."""
+    with GatewayProcess("--upstream", knot.address, probe_name="consul.") as gw:
+        yield gw
