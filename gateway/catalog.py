@@ -15,6 +15,7 @@ datacenter label, under the domain or the alt domain.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import struct
 import time
@@ -104,27 +105,20 @@ class Snapshot:
 
     def reverse(self, address: str) -> list[str]:
         """Names that point at ``address``: nodes first, then services."""
-        return _reverse_index(self).get(address, [])
+        return self._reverse_index.get(address, [])
 
-
-_REVERSE_CACHE: dict[int, dict[str, list[str]]] = {}
-
-
-def _reverse_index(snap: Snapshot) -> dict[str, list[str]]:
-    key = id(snap)
-    index = _REVERSE_CACHE.get(key)
-    if index is None:
-        index = {}
-        for (dc, _), node in snap.nodes.items():
+    @functools.cached_property
+    def _reverse_index(self) -> dict[str, list[str]]:
+        # Built on the first PTR query against this snapshot, then kept with it.
+        index: dict[str, list[str]] = {}
+        for (dc, _), node in self.nodes.items():
             _add(index, _canonical_ip(node.address), f"{node.name}.node.{dc}")
-        for (dc, name), instances in snap.services.items():
+        for (dc, name), instances in self.services.items():
             for inst in instances:
+                _add(index, _canonical_ip(inst.node.address), f"{inst.node.name}.node.{dc}")
                 if inst.address and inst.address != inst.node.address:
                     _add(index, _canonical_ip(inst.address), f"{name}.service.{dc}")
-                _add(index, _canonical_ip(inst.node.address), f"{inst.node.name}.node.{dc}")
-        _REVERSE_CACHE.clear()
-        _REVERSE_CACHE[key] = index
-    return index
+        return index
 
 
 def _add(index: dict[str, list[str]], address: str | None, name: str) -> None:

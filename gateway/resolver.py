@@ -18,13 +18,13 @@ import random
 import struct
 import time
 from collections.abc import Callable
+from typing import Protocol
 
 from . import catalog, codec, fastpath, wire, zones
 from .cache import ForwardCache, make_template
 from .catalog import CatalogAnswerer, NeedQuery, NeedService
 from .codec import Answer
 from .config import Config
-from .forwarder import Forwarder
 from .metrics import Metrics
 from .router import Kind, Router
 from .source import CatalogSource, CatalogUnavailable
@@ -36,6 +36,13 @@ Reply = Callable[[bytes], None]
 MAX_PENDING_FETCHES = 256
 # Zone transfers are not offered.
 _TRANSFER_TYPES = frozenset({251, 252})
+
+
+class ForwardClient(Protocol):
+    """What the resolver needs of a forwarder (gateway.forwarder.Forwarder)."""
+
+    def resolve(self, question: bytes, do: bool, done: Callable[[bytes | None], None]) -> None:
+        """Sends ``question`` upstream; ``done`` gets the response or None."""
 
 
 class NotImplementedOpcode(Exception):
@@ -77,7 +84,7 @@ class Resolver:
         *,
         source: CatalogSource,
         zone_set: dict[str, zones.Zone],
-        forwarder: Forwarder | None,
+        forwarder: ForwardClient | None,
         cache: ForwardCache,
         metrics: Metrics,
         clock: Callable[[], float] = time.monotonic,
@@ -140,6 +147,7 @@ class Resolver:
             self._dispatch(data, query, tcp, reply)
         except Exception as exc:  # bugs answer SERVFAIL, never kill the server
             if not isinstance(exc, NotImplementedOpcode | BadVersion | Refused):
+                self._counts["internal_errors"] += 1
                 log.exception("error answering %s/%d", query.qname, query.qtype)
             self._fail(data, exc, reply, query)
 

@@ -109,7 +109,7 @@ def answer(zone: Zone, query: wire.Query) -> Answer:
     if cut is not None:
         return _referral(zone, cut)
     chain: list[Record] = []
-    seen: set[str] = set()
+    seen = {name}
     for _ in range(MAX_CNAME_CHAIN):
         found = _lookup(zone, name, owner)
         if found is None:

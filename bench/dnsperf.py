@@ -1,0 +1,196 @@
+"""Running dnsperf (2.10) and reading its report.
+
+dnsperf prints the mean latency but no percentiles; with ``-v`` it prints one line per
+answer (``> NOERROR name type 0.000139``), which is where p50/p99 come from (a separate,
+rate-limited pass, so the printing does not eat into the peak figure).
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import threading
+from array import array
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tests.support.upstream import find_binary
+
+
+class DnsperfError(RuntimeError):
+    pass
+
+
+@dataclass
+class DnsperfResult:
+    command: list[str]
+    sent: int = 0
+    completed: int = 0
+    lost: int = 0
+    qps: float = 0.0
+    runtime: float = 0.0
+    mean_ms: float = 0.0
+    max_ms: float = 0.0
+    rcodes: dict[str, int] = field(default_factory=dict)
+    p50_ms: float | None = None
+    p99_ms: float | None = None
+    samples: int = 0
+    warnings: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def rcode_share(self, rcode: str) -> float:
+        total = sum(self.rcodes.values())
+        return self.rcodes.get(rcode, 0) / total if total else 0.0
+
+
+_INT_FIELDS = {
+    "Queries sent": "sent",
+    "Queries completed": "completed",
+    "Queries lost": "lost",
+}
+_RCODE = re.compile(r"([A-Z][A-Z0-9]*) (\d+) \(")
+
+
+def parse_report(text: str, result: DnsperfResult) -> None:
+    """Fill ``result`` from dnsperf's "Statistics:" block."""
+    seen = False
+    for raw in text.splitlines():
+        line = raw.strip()
+        key, sep, value = line.partition(":")
+        if not sep:
+            continue
+        value = value.strip()
+        if key in _INT_FIELDS:
+            setattr(result, _INT_FIELDS[key], int(value.split()[0]))
+            seen = True
+        elif key == "Queries per second":
+            result.qps = float(value)
+        elif key == "Run time (s)":
+            result.runtime = float(value)
+        elif key == "Average Latency (s)":
+            result.mean_ms = float(value.split()[0]) * 1000
+            m = re.search(r"max ([0-9.]+)", value)
+            if m:
+                result.max_ms = float(m.group(1)) * 1000
+        elif key == "Response codes":
+            result.rcodes = {name: int(n) for name, n in _RCODE.findall(value)}
+        elif key.startswith("[Warning]") or key.startswith("Warning"):
+            result.warnings.append(line)
+    if not seen:
+        raise DnsperfError("no statistics in dnsperf output:\n" + text[-2000:])
+
+
+def percentile(sorted_values: array[float], q: float) -> float:
+    """Nearest-rank percentile of already sorted values."""
+    if not sorted_values:
+        raise ValueError("no samples")
+    k = max(0, min(len(sorted_values) - 1, round(q / 100 * len(sorted_values) + 0.5) - 1))
+    return sorted_values[k]
+
+
+def run(
+    host: str,
+    port: int,
+    datafile: Path,
+    *,
+    duration: float,
+    clients: int = 4,
+    threads: int | None = None,
+    max_qps: float | None = None,
+    tcp: bool = False,
+    max_runs: int | None = None,
+    timeout: float = 5.0,
+    verbose: bool = False,
+) -> DnsperfResult:
+    """One dnsperf run; with ``verbose`` the per-answer latencies give p50/p99.
+
+    Bounded: dnsperf stops after ``duration`` seconds (``-l``) and then waits at most
+    ``timeout`` for answers; the process is killed if it overstays that by 30 s.
+    """
+    cmd = [
+        find_binary("dnsperf"),
+        "-s",
+        host,
+        "-p",
+        str(port),
+        "-d",
+        str(datafile),
+        "-c",
+        str(clients),
+        "-l",
+        f"{duration:g}",
+        "-t",
+        f"{timeout:g}",
+    ]
+    if threads:
+        cmd += ["-T", str(threads)]
+    if max_qps:
+        cmd += ["-Q", str(max(1, int(max_qps)))]
+    if tcp:
+        cmd += ["-m", "tcp"]
+    if max_runs:
+        cmd += ["-n", str(max_runs)]
+    if verbose:
+        cmd.append("-v")
+    result = DnsperfResult(command=cmd)
+    limit = duration + timeout + 30
+    if not verbose:
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=limit, check=False)
+        except subprocess.TimeoutExpired as exc:
+            raise DnsperfError(f"dnsperf did not finish within {limit:.0f}s") from exc
+        if proc.returncode != 0:
+            raise DnsperfError(
+                f"dnsperf exited {proc.returncode}: {proc.stderr[-1500:]}{proc.stdout[-1500:]}"
+            )
+        parse_report(proc.stdout, result)
+        return result
+
+    latencies: array[float] = array("d")
+    rest: list[str] = []
+    with subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, bufsize=1 << 20
+    ) as proc:
+        assert proc.stdout is not None
+        # The read loop has no timeout of its own: a watchdog kills an overstaying dnsperf.
+        watchdog = threading.Timer(limit, proc.kill)
+        watchdog.start()
+        try:
+            for line in proc.stdout:
+                if line.startswith("> "):
+                    # "> NOERROR name type 0.000139"
+                    try:
+                        latencies.append(float(line.rsplit(None, 1)[1]))
+                    except (ValueError, IndexError):
+                        pass
+                else:
+                    rest.append(line)
+            proc.wait(timeout=30)
+        finally:
+            killed = not watchdog.is_alive() and proc.returncode not in (0, None)
+            watchdog.cancel()
+    if killed:
+        raise DnsperfError(f"dnsperf did not finish within {limit:.0f}s")
+    if proc.returncode != 0:
+        raise DnsperfError(f"dnsperf exited {proc.returncode}: {''.join(rest)[-2000:]}")
+    parse_report("".join(rest), result)
+    if latencies:
+        ordered = array("d", sorted(latencies))
+        result.p50_ms = percentile(ordered, 50) * 1000
+        result.p99_ms = percentile(ordered, 99) * 1000
+        result.samples = len(ordered)
+    return result
+
+
+def version() -> str:
+    try:
+        out = subprocess.run(
+            [find_binary("dnsperf"), "-h"], capture_output=True, text=True, timeout=10
+        )
+    except (OSError, subprocess.SubprocessError):
+        return "?"
+    m = re.search(r"Version ([0-9.]+)", out.stdout + out.stderr)
+    return m.group(1) if m else "?"

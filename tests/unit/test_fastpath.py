@@ -1,0 +1,92 @@
+from __future__ import annotations
+
+import random
+
+import dns.message
+import pytest
+
+from gateway import codec, fastpath, wire
+
+from .helpers import query_bytes
+
+
+def test_key_folds_name_case_but_not_qtype() -> None:
+    a = fastpath.question_key(query_bytes("WEB.service.consul", "A"))
+    b = fastpath.question_key(query_bytes("web.SERVICE.consul", "A"))
+    assert a is not None and b is not None and a.key == b.key
+    # qtype 65 (HTTPS) is 'A' in ASCII: it must not fold into type 97.
+    t65 = fastpath.question_key(query_bytes("x", "HTTPS"))
+    t97 = fastpath.question_key(query_bytes("x", "TYPE97"))
+    assert t65 is not None and t97 is not None and t65.key != t97.key
+
+
+def test_key_separates_edns_and_do() -> None:
+    keys = {
+        fastpath.question_key(query_bytes("x.y", edns=False)).key,  # type: ignore[union-attr]
+        fastpath.question_key(query_bytes("x.y", edns=0)).key,  # type: ignore[union-attr]
+        fastpath.question_key(query_bytes("x.y", edns=0, do=True)).key,  # type: ignore[union-attr]
+    }
+    assert len(keys) == 3
+
+
+@pytest.mark.parametrize(
+    "packet",
+    [
+        query_bytes("x.y")[:-1],
+        query_bytes("x.y") + b"\x00",
+        query_bytes("x.y", edns=1),  # EDNS version 1: the slow path answers BADVERS
+        b"\x00\x01\x28\x00" + query_bytes("x.y")[4:],  # opcode NOTIFY
+        b"\x00\x01\x80\x00" + query_bytes("x.y")[4:],  # a response
+    ],
+)
+def test_unusual_packets_take_the_slow_path(packet: bytes) -> None:
+    assert fastpath.question_key(packet) is None
+
+
+def test_patch_copies_id_rd_cd_and_question_case() -> None:
+    query = query_bytes("WeB.consul", "A", msg_id=0xBEEF)
+    parsed = wire.parse_query(query)
+    question = parsed.qname_wire.lower() + b"\x00\x01\x00\x01"
+    rec = codec.Record(wire.text_to_wire("web.consul"), wire.A, 5, bytes([192, 0, 2, 1]))
+    template = codec.render(question, codec.Answer(0, answer=(rec,)), edns=None, payload=1232)
+    reply = dns.message.from_wire(fastpath.patch(template, query, parsed.question_end))
+    assert reply.id == 0xBEEF
+    assert reply.flags & dns.flags.RD and reply.flags & dns.flags.QR
+    assert reply.question[0].name.to_text() == "WeB.consul."
+
+
+def test_weighted_entry_rotates_orderings() -> None:
+    recs = tuple(
+        codec.Record(wire.text_to_wire("s.consul"), wire.A, 0, bytes([10, 0, 0, i]))
+        for i in range(3)
+    )
+    answer = codec.Answer(0, answer=recs, weights=(1.0, 1.0, 1.0))
+    question = wire.text_to_wire("s.consul") + b"\x00\x01\x00\x01"
+    entry = fastpath.build_entry(question, answer, edns=None, payload=1232, rng=random.Random(1))
+    seen = {entry.pick() for _ in range(200)}
+    assert len(seen) > 3  # several orderings in use
+    for template in seen:
+        assert len(dns.message.from_wire(template).answer[0]) == 3
+
+
+def test_entry_fit_truncates_and_memoises() -> None:
+    recs = tuple(
+        codec.Record(wire.text_to_wire("s.consul"), wire.A, 0, bytes([10, 0, i // 256, i % 256]))
+        for i in range(100)
+    )
+    question = wire.text_to_wire("s.consul") + b"\x00\x01\x00\x01"
+    entry = fastpath.build_entry(
+        question, codec.Answer(0, answer=recs), edns=None, payload=1232, rng=random.Random(1)
+    )
+    full = entry.pick()
+    cut = entry.fit(full, 512)
+    assert len(cut) <= 512 and entry.fit(full, 512) is cut
+    reply = dns.message.from_wire(cut)
+    assert reply.flags & dns.flags.TC and 0 < len(reply.answer[0]) < 100
+
+
+def test_answer_table_is_bounded() -> None:
+    table = fastpath.AnswerTable(max_entries=2)
+    for key in (b"a", b"b", b"c"):
+        table.put(key, fastpath.Entry(b"x"))
+    assert len(table) == 2 and table.get(b"a") is None
