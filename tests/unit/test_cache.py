@@ -30,12 +30,15 @@ def response(name: str, ttl: int = 60, *, rcode: int = 0, soa: tuple[int, int] |
         r.answer.append(dns.rrset.from_text(name, ttl, "IN", "A", "192.0.2.1"))
     if soa is not None:
         soa_ttl, minimum = soa
-        r.authority.append(dns.rrset.from_text(
-            "example.", soa_ttl, "IN", "SOA", f"ns.example. h.example. 1 2 3 4 {minimum}"))  # fmt: skip
+        soa_text = f"ns.example. h.example. 1 2 3 4 {minimum}"
+        r.authority.append(dns.rrset.from_text("example.", soa_ttl, "IN", "SOA", soa_text))
     return r.to_wire()
 
 
-def template(raw: bytes, edns: wire.Edns | None = wire.Edns(1232, 0, False)) -> bytes:
+EDNS = wire.Edns(1232, 0, False)
+
+
+def template(raw: bytes, edns: wire.Edns | None = EDNS) -> bytes:
     out = make_template(raw, client_edns=edns, payload=1232)
     assert out is not None
     return out

@@ -126,7 +126,7 @@ def test_ttls_per_service_and_soa_fields() -> None:
             codec.Answer(0, answer=(soa,)),
             edns=None,
             payload=512,
-        )  # fmt: skip
+        )
     )
     rr = reply.answer[0][0]
     assert (rr.serial, rr.refresh, rr.minimum) == (7, 11, 9)
