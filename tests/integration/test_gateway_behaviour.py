@@ -233,3 +233,22 @@ def test_glibc_getent_through_the_gateway(tmp_path: Path) -> None:
     assert {"192.0.2.11", "192.0.2.12", "192.0.2.13"} <= set(ahosts.split())
     assert "2001:db8::11" in out.split("== v6")[1]
     assert "exit=2" in out.split("== missing")[1]  # NXDOMAIN: "key not found"
+
+
+def test_workers_share_the_port_and_metrics_are_served() -> None:
+    import urllib.request
+
+    metrics_port = free_port()
+    with GatewayProcess("--workers", "2", "--upstream", "127.0.0.1:9",
+                        "--metrics-listen", f"127.0.0.1:{metrics_port}",
+                        probe_name="consul.") as gw:  # fmt: skip
+        children = subprocess.run(
+            ["pgrep", "-P", str(gw.pid)], capture_output=True, text=True, check=False
+        ).stdout.split()
+        assert len(children) == 2
+        for _ in range(50):
+            assert query(gw.host, gw.port, "db.service.consul", "A").answer
+        assert query(gw.host, gw.port, "db.service.consul", "A", tcp=True).answer
+        # Worker 0 serves the metrics (per worker counters, documented).
+        text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).read()
+        assert b"dns_gateway_" in text
