@@ -125,8 +125,12 @@ class Forwarder:
         if elapsed >= self._deadline:
             self._finish(pending, None)
             return
-        order = self._order
-        pending.upstream = order[pending.attempt % len(order)]
+        # The best-ranked upstream not yet tried in this round; then round again.
+        untried = [i for i in self._order if i not in pending.tried]
+        if not untried:
+            pending.tried.clear()
+            untried = self._order
+        pending.upstream = untried[0]
         pending.attempt += 1
         pending.tried.append(pending.upstream)
         try:
