@@ -61,27 +61,40 @@ def render(
     order: Sequence[int] | None = None,
     edns: wire.Edns | None,
     payload: int,
+    limit: int = wire.TCP_LIMIT,
 ) -> bytes:
-    """A full (untruncated) response template for ``answer``.
+    """A response template for ``answer`` of at most ``limit`` bytes.
 
     ``question`` is qname wire + qtype + qclass. ``order`` picks and orders
     the answer records (indexes); the other sections are fixed. ``payload``
     is the UDP size we advertise in our OPT when the client sent EDNS.
+    Records are written in section order until one does not fit; then the
+    rest is left out and TC is set (see :func:`truncate` for why TC is set
+    even when only additional records are missing). The cost is that of
+    the records that fit, so a 512-byte answer for a 5,000-instance service
+    is as cheap as a small one.
     """
     w = wire.MessageWriter(question)
+    opt = wire.opt_record(payload, edns.do) if edns is not None else b""
+    budget = limit - len(opt)
     records = answer.answer if order is None else [answer.answer[i] for i in order]
-    for rr in records:
-        w.add(rr.name, rr.rtype, rr.rclass, rr.ttl, rr.rdata)
-    for rr in answer.authority:
-        w.add(rr.name, rr.rtype, rr.rclass, rr.ttl, rr.rdata)
-    for rr in answer.additional:
-        w.add(rr.name, rr.rtype, rr.rclass, rr.ttl, rr.rdata)
-    ar = len(answer.additional)
-    if edns is not None:
-        w.append_raw(wire.opt_record(payload, edns.do))
-        ar += 1
-    flags = response_flags(answer.rcode, authoritative=answer.authoritative)
-    return w.finish(0, flags, len(records), len(answer.authority), ar)
+    counts = [0, 0, 0]
+    truncated = False
+    for section, rrs in enumerate((records, answer.authority, answer.additional)):
+        for rr in rrs:
+            mark = len(w)
+            w.add(rr.name, rr.rtype, rr.rclass, rr.ttl, rr.rdata)
+            if len(w) > budget:
+                w.rollback(mark)
+                truncated = True
+                break
+            counts[section] += 1
+        if truncated:
+            break
+    if opt:
+        w.append_raw(opt)
+    flags = response_flags(answer.rcode, authoritative=answer.authoritative, truncated=truncated)
+    return w.finish(0, flags, counts[0], counts[1], counts[2] + (1 if opt else 0))
 
 
 def truncate(message: bytes, limit: int) -> bytes:

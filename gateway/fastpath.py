@@ -20,9 +20,9 @@ from typing import NamedTuple
 
 from . import codec, weights, wire
 
-# Per-entry memo of truncated variants (by size limit), bounded so a client
+# Templates kept per entry (orderings x size limits); bounded so a client
 # cycling through EDNS sizes cannot grow it.
-_MAX_TRUNCATED_VARIANTS = 8
+_MAX_TEMPLATES = 1024
 _NO_EDNS = b"\x00"
 
 
@@ -94,68 +94,103 @@ def patch(template: bytes, query: bytes, question_end: int) -> bytes:
 
 
 class Entry:
-    """A prepared answer: one template, or weighted orderings of one.
+    """A prepared answer: templates rendered on first use, per size limit.
 
-    ``pick()`` returns the full template for this query; callers that have a
-    size limit call ``fit()`` on it.
+    ``pick(limit)`` returns a template of at most ``limit`` bytes (TC set
+    when records were left out). Without weights there is one ordering;
+    with weights, the first record is drawn exactly by weight per query and
+    the rest of the order comes from a few prepared orderings for that
+    first record (``weights.py``). Orderings and their templates are made
+    lazily, so building an entry for a 5,000-instance service costs nothing
+    until it is asked, and a UDP answer renders only what fits.
     """
 
-    __slots__ = ("_first", "_rings", "_single", "_truncated", "_turn")
+    __slots__ = (
+        "_answer",
+        "_edns",
+        "_first",
+        "_orderings",
+        "_payload",
+        "_question",
+        "_ring",
+        "_rng",
+        "_single",
+        "_templates",
+        "_turn",
+    )  # fmt: skip
 
     def __init__(
         self,
-        template: bytes | None = None,
+        question: bytes,
+        answer: codec.Answer,
         *,
-        rings: list[list[bytes]] | None = None,
-        first: weights.FirstPicker | None = None,
+        edns: wire.Edns | None,
+        payload: int,
+        rng: random.Random,
     ) -> None:
-        self._single = template
-        self._rings = rings
-        self._first = first
+        self._question = question
+        self._answer = answer
+        self._edns = edns
+        self._payload = payload
+        self._rng = rng
         self._turn = 0
-        self._truncated: dict[tuple[bytes, int], bytes] = {}
+        self._templates: dict[tuple[int, int], bytes] = {}
+        self._orderings: dict[int, list[int]] = {}
+        n = len(answer.answer)
+        self._first: weights.FirstPicker | None = None
+        self._ring = 0  # orderings cycled through without an exact first draw
+        self._single: bytes | None = None
+        if answer.weights is not None and n > 1:
+            if n <= weights.MANY_RECORDS:
+                self._first = weights.FirstPicker(answer.weights, rng)
+            else:
+                self._ring = weights.RING_SIZE
+            return
+        order = list(range(answer.sample)) if 0 < answer.sample < n else list(range(n))
+        self._orderings[0] = order
+        full = codec.render(question, answer, order=order, edns=edns, payload=payload)
+        # The common case (no weights, fits in any UDP answer) is one template.
+        if len(full) <= wire.CLASSIC_UDP_LIMIT:
+            self._single = full
+        self._templates[(0, wire.TCP_LIMIT)] = full
 
-    def pick(self) -> bytes:
-        if self._single is not None:
-            return self._single
-        assert self._rings is not None
+    def pick(self, limit: int) -> bytes:
+        single = self._single
+        if single is not None:
+            return single
         self._turn += 1
-        ring = self._rings[self._first()] if self._first is not None else self._rings[0]
-        return ring[self._turn % len(ring)]
+        if self._first is not None:
+            per_first = weights.ORDERINGS_PER_FIRST
+            slot = self._first() * per_first + self._turn % per_first
+        elif self._ring:
+            slot = self._turn % self._ring
+        else:
+            slot = 0
+        template = self._templates.get((slot, limit))
+        if template is None:
+            template = self._render(slot, limit)
+        return template
 
-    def fit(self, template: bytes, limit: int) -> bytes:
-        """The template cut to ``limit`` bytes (TC set), memoised."""
-        key = (template, limit)
-        cut = self._truncated.get(key)
-        if cut is None:
-            cut = codec.truncate(template, limit)
-            if len(self._truncated) >= _MAX_TRUNCATED_VARIANTS:
-                self._truncated.clear()
-            self._truncated[key] = cut
-        return cut
-
-
-def build_entry(
-    question: bytes,
-    answer: codec.Answer,
-    *,
-    edns: wire.Edns | None,
-    payload: int,
-    rng: random.Random,
-) -> Entry:
-    """Renders an answer into an Entry (weighted orderings when it has weights)."""
-    if answer.weights is None or len(answer.answer) <= 1:
-        order = None
-        if answer.sample and len(answer.answer) > answer.sample:
-            order = list(range(answer.sample))
-        return Entry(codec.render(question, answer, order=order, edns=edns, payload=payload))
-    prepared = weights.prepare_orderings(answer.weights, rng, k=answer.sample)
-    rings = [
-        [codec.render(question, answer, order=o, edns=edns, payload=payload) for o in ring]
-        for ring in prepared
-    ]
-    first = weights.FirstPicker(answer.weights, rng) if len(prepared) > 1 else None
-    return Entry(rings=rings, first=first)
+    def _render(self, slot: int, limit: int) -> bytes:
+        order = self._orderings.get(slot)
+        if order is None:
+            answer = self._answer
+            assert answer.weights is not None
+            first = slot // weights.ORDERINGS_PER_FIRST if self._first is not None else None
+            order = weights.weighted_order(answer.weights, self._rng, first=first, k=answer.sample)
+            self._orderings[slot] = order
+        full = self._templates.get((slot, wire.TCP_LIMIT))
+        if full is not None and len(full) <= limit:
+            template = full
+        else:
+            template = codec.render(
+                self._question, self._answer, order=order, edns=self._edns,
+                payload=self._payload, limit=limit,
+            )  # fmt: skip
+        if len(self._templates) >= _MAX_TEMPLATES:
+            self._templates.clear()
+        self._templates[(slot, limit)] = template
+        return template
 
 
 class AnswerTable:

@@ -114,22 +114,17 @@ class Resolver:
         qk = fastpath.question_key(data)
         if qk is None:
             return None
+        limit = wire.TCP_LIMIT if tcp else (min(qk.payload, self._max_udp) if qk.edns else 512)
         entry = self._local.get(qk.key)
         if entry is not None:
-            template = entry.pick()
+            template = entry.pick(limit)
         else:
             cached = self._cache.fresh(qk.key)
             if cached is None:
                 return None
-            template = cached
+            template = cached if len(cached) <= limit else codec.truncate(cached, limit)
             self._counts["cache_hits"] += 1
         self._counts["fast"] += 1
-        limit = wire.TCP_LIMIT if tcp else (min(qk.payload, self._max_udp) if qk.edns else 512)
-        if len(template) > limit:
-            template = (
-                codec.truncate(template, limit) if entry is None else entry.fit(template, limit)
-            )
-            self._counts["truncated"] += 1
         return fastpath.patch(template, data, qk.question_end)
 
     # -- the slow path -----------------------------------------------------
@@ -243,7 +238,7 @@ class Resolver:
         self, data: bytes, query: wire.Query, tcp: bool, answer: Answer, reply: Reply
     ) -> None:
         question = query.qname_wire.lower() + struct.pack("!HH", query.qtype, query.qclass)
-        entry = fastpath.build_entry(
+        entry = fastpath.Entry(
             question, answer, edns=query.edns, payload=self._max_udp, rng=self._rng
         )
         qk = fastpath.question_key(data)
@@ -256,19 +251,14 @@ class Resolver:
         ):
             self._local.put(qk.key, entry)
         self._counts[f"rcode_{answer.rcode}"] += 1
-        reply(self._finish(entry.pick(), entry, data, query, tcp))
+        template = entry.pick(self._limit(query, tcp))
+        reply(fastpath.patch(template, data, query.question_end))
 
-    def _finish(
-        self,
-        template: bytes,
-        entry: fastpath.Entry | None,
-        data: bytes,
-        query: wire.Query,
-        tcp: bool,
-    ) -> bytes:
+    def _finish(self, template: bytes, data: bytes, query: wire.Query, tcp: bool) -> bytes:
+        """A forwarded (cached or fresh) template cut to size and patched."""
         limit = self._limit(query, tcp)
         if len(template) > limit:
-            template = entry.fit(template, limit) if entry else codec.truncate(template, limit)
+            template = codec.truncate(template, limit)
             self._counts["truncated"] += 1
         return fastpath.patch(template, data, query.question_end)
 
@@ -288,7 +278,7 @@ class Resolver:
             cached = self._cache.fresh(key)
             if cached is not None:
                 self._counts["cache_hits"] += 1
-                reply(self._finish(cached, None, data, query, tcp))
+                reply(self._finish(cached, data, query, tcp))
                 return
         if self._forwarder is None:
             self._serve_stale_or_fail(data, query, tcp, key, reply)
@@ -308,7 +298,7 @@ class Resolver:
                 return
             if key is not None:
                 self._cache.put(key, template)
-            reply(self._finish(template, None, data, query, tcp))
+            reply(self._finish(template, data, query, tcp))
 
         self._forwarder.resolve(question, do, done)
 
@@ -318,7 +308,7 @@ class Resolver:
         stale = self._cache.stale(key) if key is not None else None
         if stale is not None:
             self._counts["stale_served"] += 1
-            reply(self._finish(stale, None, data, query, tcp))
+            reply(self._finish(stale, data, query, tcp))
             return
         self._fail(data, UpstreamFailure(), reply, query)
 

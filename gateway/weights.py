@@ -9,7 +9,8 @@ first address then spread load by weight.
 Per-query cost matters (``fastpath.py``), so the first position is drawn
 exactly per query from cumulative weights (one ``random()`` and a bisect),
 and the order of the remaining records comes from a few orderings prepared
-for each possible first record.
+for each possible first record. Above MANY_RECORDS records, RING_SIZE
+whole weighted orderings are cycled through instead (memory stays linear).
 """
 
 from __future__ import annotations
@@ -61,21 +62,3 @@ class FirstPicker:
 
     def __call__(self) -> int:
         return bisect_right(self._cumulative, self._random() * self._total)
-
-
-def prepare_orderings(
-    weights: Sequence[float], rng: random.Random, *, k: int = 0
-) -> list[list[list[int]]]:
-    """For each possible first record, a few weighted orderings starting with it.
-
-    With more than MANY_RECORDS records, a single list of RING_SIZE whole
-    orderings is returned instead (``[ring]``); the caller then draws
-    uniformly from it.
-    """
-    n = len(weights)
-    if n > MANY_RECORDS:
-        return [[weighted_order(weights, rng, k=k) for _ in range(RING_SIZE)]]
-    return [
-        [weighted_order(weights, rng, first=i, k=k) for _ in range(ORDERINGS_PER_FIRST)]
-        for i in range(n)
-    ]

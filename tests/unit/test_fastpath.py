@@ -55,38 +55,51 @@ def test_patch_copies_id_rd_cd_and_question_case() -> None:
     assert reply.question[0].name.to_text() == "WeB.consul."
 
 
-def test_weighted_entry_rotates_orderings() -> None:
-    recs = tuple(
-        codec.Record(wire.text_to_wire("s.consul"), wire.A, 0, bytes([10, 0, 0, i]))
-        for i in range(3)
+def a_records(n: int) -> tuple[codec.Record, ...]:
+    return tuple(
+        codec.Record(wire.text_to_wire("s.consul"), wire.A, 0, bytes([10, 0, i // 256, i % 256]))
+        for i in range(n)
     )
-    answer = codec.Answer(0, answer=recs, weights=(1.0, 1.0, 1.0))
-    question = wire.text_to_wire("s.consul") + b"\x00\x01\x00\x01"
-    entry = fastpath.build_entry(question, answer, edns=None, payload=1232, rng=random.Random(1))
-    seen = {entry.pick() for _ in range(200)}
+
+
+QUESTION = wire.text_to_wire("s.consul") + b"\x00\x01\x00\x01"
+
+
+def entry(answer: codec.Answer) -> fastpath.Entry:
+    return fastpath.Entry(QUESTION, answer, edns=None, payload=1232, rng=random.Random(1))
+
+
+def test_weighted_entry_rotates_orderings() -> None:
+    e = entry(codec.Answer(0, answer=a_records(3), weights=(1.0, 1.0, 1.0)))
+    seen = {e.pick(512) for _ in range(200)}
     assert len(seen) > 3  # several orderings in use
     for template in seen:
         assert len(dns.message.from_wire(template).answer[0]) == 3
 
 
-def test_entry_fit_truncates_and_memoises() -> None:
-    recs = tuple(
-        codec.Record(wire.text_to_wire("s.consul"), wire.A, 0, bytes([10, 0, i // 256, i % 256]))
-        for i in range(100)
-    )
-    question = wire.text_to_wire("s.consul") + b"\x00\x01\x00\x01"
-    entry = fastpath.build_entry(
-        question, codec.Answer(0, answer=recs), edns=None, payload=1232, rng=random.Random(1)
-    )
-    full = entry.pick()
-    cut = entry.fit(full, 512)
-    assert len(cut) <= 512 and entry.fit(full, 512) is cut
+def test_large_weighted_entry_cycles_a_ring() -> None:
+    e = entry(codec.Answer(0, answer=a_records(100), weights=tuple([1.0] * 100)))
+    firsts = {dns.message.from_wire(e.pick(512)).answer[0][0].address for _ in range(300)}
+    assert len(firsts) > 10
+
+
+def test_pick_renders_to_the_limit_with_tc() -> None:
+    e = entry(codec.Answer(0, answer=a_records(100)))
+    cut = e.pick(512)
+    assert len(cut) <= 512 and e.pick(512) is cut  # memoised
     reply = dns.message.from_wire(cut)
     assert reply.flags & dns.flags.TC and 0 < len(reply.answer[0]) < 100
+    full = dns.message.from_wire(e.pick(wire.TCP_LIMIT))
+    assert not full.flags & dns.flags.TC and len(full.answer[0]) == 100
+
+
+def test_sample_keeps_k_records() -> None:
+    e = entry(codec.Answer(0, answer=a_records(10), weights=tuple([1.0] * 10), sample=3))
+    assert all(len(dns.message.from_wire(e.pick(512)).answer[0]) == 3 for _ in range(50))
 
 
 def test_answer_table_is_bounded() -> None:
     table = fastpath.AnswerTable(max_entries=2)
     for key in (b"a", b"b", b"c"):
-        table.put(key, fastpath.Entry(b"x"))
+        table.put(key, entry(codec.Answer(0)))
     assert len(table) == 2 and table.get(b"a") is None

@@ -32,10 +32,3 @@ def test_second_position_is_weighted_too() -> None:
     rng = random.Random(5)
     seconds = Counter(weights.weighted_order([100, 1, 9], rng, first=0)[1] for _ in range(5000))
     assert seconds[2] > seconds[1] * 5
-
-
-def test_prepare_orderings_shapes() -> None:
-    small = weights.prepare_orderings([1, 1, 1], random.Random(1))
-    assert len(small) == 3 and all(o[0] == i for i, ring in enumerate(small) for o in ring)
-    big = weights.prepare_orderings([1] * 40, random.Random(1), k=5)
-    assert len(big) == 1 and len(big[0]) == weights.RING_SIZE and len(big[0][0]) == 5
