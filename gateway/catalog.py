@@ -255,9 +255,10 @@ class CatalogAnswerer:
         if len(head) == 1:
             name, tag = head[0], None
         elif len(head) == 2 and head[0].startswith("_") and head[1].startswith("_"):
-            # RFC 2782 form: _service._proto; _tcp/_udp mean "any tag".
+            # RFC 2782 form: _service._proto; Consul takes _tcp as "any tag"
+            # and anything else, _udp included, as a tag.
             name, tag = head[0][1:], head[1][1:]
-            if tag in ("tcp", "udp"):
+            if tag == "tcp":
                 tag = None
         elif len(head) == 2:
             tag, name = head
@@ -367,7 +368,8 @@ class CatalogAnswerer:
 
     def _meta_txt(self, owner: bytes, node: Node, ttl: int) -> list[Record]:
         return [
-            Record(owner, wire.TXT, ttl, txt_rdata(f"{k}={v}" if v else k))
+            # RFC 1464 attribute form, "key=" for an empty value, as Consul writes it.
+            Record(owner, wire.TXT, ttl, txt_rdata(f"{k}={v}"))
             for k, v in sorted(node.meta.items())
         ]
 

@@ -4,13 +4,16 @@
 and swaps in a new one whole whenever what Consul says changes; the
 resolver reads it with no I/O. What is watched, and why:
 
-* per datacenter Consul lists (``/v1/catalog/datacenters``, polled): the
-  service list (``/v1/catalog/services``) and the node list
-  (``/v1/catalog/nodes``), both blocking. The service list settles
-  "unknown service" (NXDOMAIN with no HTTP request, however many random
-  names are asked) and tells when a new service appears; the node list
-  answers ``<node>.node`` and PTR. Two long polls per datacenter.
-* per service, from its first query on (or all local ones with
+* ``/v1/catalog/datacenters``, polled every 30 s, and every second while
+  Consul is away (it is the liveness probe; its first success wakes every
+  watcher sleeping in backoff).
+* per datacenter, all of them: the service list (``/v1/catalog/services``)
+  and the node list (``/v1/catalog/nodes``), blocking. The service list
+  settles "unknown service" (NXDOMAIN with no HTTP request, however many
+  random names are asked) and tells when a new service appears; the node
+  list answers ``<node>.node`` and PTR, which have no "fetch first" step.
+  Two long polls per datacenter.
+* per service, from its first query on (or every local one with
   ``consul_watch_all``): ``/v1/health/service/<name>``, blocking. Watches
   of services not looked up for ``consul_idle_unwatch`` seconds stop.
   Lookups are seen through the snapshot's service mapping, which the
@@ -29,9 +32,10 @@ cannot be reached, the last good view keeps answering for
 ``consul_view_max_age`` seconds, then the catalog answers SERVFAIL (names
 from static files excepted) until Consul is back.
 
-The HTTP goes through one py-consul asyncio client (one aiohttp session
-and connection pool); see :class:`AioConsulHTTP` for why its endpoint
-wrappers are not used.
+All HTTP goes through one py-consul asyncio client: one aiohttp session
+and connection pool (:mod:`gateway.consul_http`, which says why its
+endpoint wrappers are not used). Each watch holds a pooled connection
+during its blocking read; ``MAX_BLOCKING_READS`` says how that is shared.
 """
 
 from __future__ import annotations
@@ -39,23 +43,28 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import json
 import logging
 import random
-import ssl
 import time
-import urllib.parse
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Any, Protocol
-
-import aiohttp
-import consul
-import consul.aio
-import consul.base
+from typing import Any
 
 from .catalog import Instance, Node, PreparedResult, Snapshot
 from .config import Config, ConfigError
+from .consul_http import (
+    AioConsulHTTP,
+    ConsulError,
+    ConsulHTTP,
+    ConsulStatusError,
+    ConsulTransportError,
+    HTTPResult,
+    UnknownDatacenter,
+    decode,
+    parse_address,
+    status_error,
+    tls_context,
+)
 from .consul_view import (
     Backoff,
     BadResponse,
@@ -67,6 +76,7 @@ from .consul_view import (
     nodes_from_catalog,
     prepared_result,
     read_params,
+    safe_name,
     service_names,
     too_stale,
 )
@@ -75,229 +85,30 @@ from .source import CatalogUnavailable
 
 log = logging.getLogger(__name__)
 
-DEFAULT_PORTS = {"http": 8500, "https": 8501}
-# Below Consul's default limits { http_max_conns_per_client = 200 }, leaving
-# room for other Consul clients on this host. Each watched service holds a
-# connection during its blocking query; past this many, queries queue.
-MAX_CONNECTIONS = 150
+# Each blocking read holds a connection for up to consul_wait. Capped below
+# consul_http.MAX_CONNECTIONS so that first reads (a DNS query is waiting) and prepared
+# queries always find a connection. With more service watches than slots,
+# they queue for one and block at most SHARED_SLOT_WAIT_S, so the slots go
+# round: a change then shows within about watches / slots x 5 s instead of
+# at once (the price of HTTP/1.1 long polls; see the README on scale).
+MAX_BLOCKING_READS = 120
+SHARED_SLOT_WAIT_S = 5.0
 REQUEST_TIMEOUT_S = 10.0
 # Consul adds up to wait/16 of jitter to a blocking query; this on top.
 BLOCKING_MARGIN_S = 5.0
 DATACENTERS_POLL_S = 30.0
+# The datacenter list doubles as the liveness probe while Consul is away: one
+# small request a second at most, and its first success wakes every watcher.
+PROBE_BACKOFF_MAX_S = 1.0
 MIN_QUERY_CACHE_S = 1.0
 # While Consul is away, expired prepared-query results stay (last good view).
 OUTAGE_RECHECK_S = 1.0
 IDLE_SWEEP_MAX_S = 30.0
-NO_PATH_TO_DC = "No path to datacenter"
 ACL_HINT = "the token needs service:read, node:read and query:read (deploy/consul-acl-policy.hcl)"
 
 
-# -- errors -------------------------------------------------------------------
-
-
-class ConsulError(Exception):
-    """A request that gave no usable answer."""
-
-
-class ConsulTransportError(ConsulError):
-    """No HTTP answer at all: refused, reset, timed out, TLS failure."""
-
-
-class ConsulStatusError(ConsulError):
-    """Consul answered with an error status."""
-
-    def __init__(self, status: int, body: str) -> None:
-        super().__init__(f"HTTP {status}: {body.strip()[:200]}")
-        self.status = status
-
-
-class UnknownDatacenter(ConsulStatusError):
-    """HTTP 500 "No path to datacenter": Consul DNS answers NXDOMAIN for it."""
-
-
-def status_error(status: int, body: str) -> ConsulStatusError:
-    if status == 500 and NO_PATH_TO_DC in body:
-        return UnknownDatacenter(status, body)
-    return ConsulStatusError(status, body)
-
-
-# -- HTTP edge ----------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class HTTPResult:
-    """What we use of one HTTP response."""
-
-    status: int
-    body: str
-    index: int | None = None
-    last_contact_ms: int | None = None
-
-
-class ConsulHTTP(Protocol):
-    """GET requests to Consul's HTTP API (the fake in unit tests)."""
-
-    async def get(self, path: str, params: list[tuple[str, str]], timeout_s: float) -> HTTPResult:
-        """Raises ConsulTransportError when no HTTP response arrives."""
-        ...
-
-    async def close(self) -> None: ...
-
-
-@dataclass(frozen=True, slots=True)
-class ConsulAddress:
-    scheme: str
-    host: str  # IPv6 literals in brackets, as they go into a URL
-    port: int
-
-    def __str__(self) -> str:
-        return f"{self.scheme}://{self.host}:{self.port}"
-
-
-def parse_address(url: str) -> ConsulAddress:
-    """``http(s)://host[:port]`` (``config.consul``) with Consul's default ports."""
-    try:
-        parts = urllib.parse.urlsplit(url)
-        port = parts.port
-    except ValueError as exc:
-        raise ConfigError(f"option 'consul': {url!r}: {exc}") from None
-    if parts.scheme not in DEFAULT_PORTS or not parts.hostname:
-        raise ConfigError(f"option 'consul': {url!r} is not http(s)://HOST[:PORT]")
-    if parts.path not in ("", "/") or parts.query or parts.username or parts.password:
-        raise ConfigError(f"option 'consul': {url!r}: only scheme, host and port are allowed")
-    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
-    return ConsulAddress(parts.scheme, host, port or DEFAULT_PORTS[parts.scheme])
-
-
-def tls_context(config: Config, address: ConsulAddress) -> ssl.SSLContext | None:
-    """The TLS settings for https: CA bundle, client certificate, verification."""
-    if address.scheme != "https":
-        return None
-    try:
-        context = ssl.create_default_context(
-            cafile=str(config.consul_ca) if config.consul_ca is not None else None
-        )
-        if config.consul_cert is not None:
-            context.load_cert_chain(config.consul_cert, config.consul_key)
-    except (OSError, ssl.SSLError) as exc:
-        raise ConfigError(f"options 'consul_ca'/'consul_cert'/'consul_key': {exc}") from None
-    if not config.consul_tls_verify:
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-    return context
-
-
-def request_headers(token: str | None) -> dict[str, str]:
-    """The ACL token goes in a header, never in the URL (where logs would see it)."""
-    return {"X-Consul-Token": token} if token else {}
-
-
-def _header_int(headers: Any, name: str) -> int | None:
-    value = headers.get(name)
-    try:
-        return int(value) if value is not None else None
-    except ValueError:
-        return None
-
-
-def _keep_response(response: Any) -> Any:
-    """py-consul callback that returns the raw Response (status, headers, body)."""
-    return response
-
-
-class _ConsulHTTPClient(consul.aio.HTTPClient):  # type: ignore[misc]
-    """py-consul's aiohttp adapter with the connector built here.
-
-    py-consul's own constructor drops the client certificate when
-    verification is off and uses aiohttp's deprecated ``verify_ssl`` /
-    ``ssl_context`` arguments; everything else (URL building, requests) is
-    the library's.
-    """
-
-    def __init__(
-        self, host: str, port: int, scheme: str, *, tls: ssl.SSLContext | None, limit: int
-    ) -> None:
-        consul.base.HTTPClient.__init__(self, host, port, scheme)
-        self.loop = None
-        connector = aiohttp.TCPConnector(ssl=tls if tls is not None else True, limit=limit)
-        # trust_env=False: no proxy from the environment between us and Consul.
-        self._session = aiohttp.ClientSession(connector=connector, trust_env=False)
-
-
-class _PyConsul(consul.aio.Consul):  # type: ignore[misc]
-    """``consul.aio.Consul`` whose ``http_connect`` makes a :class:`_ConsulHTTPClient`."""
-
-    def __init__(self, address: ConsulAddress, *, tls: ssl.SSLContext | None) -> None:
-        self._tls = tls
-        super().__init__(host=address.host, port=address.port, scheme=address.scheme)
-        # py-consul prefers $CONSUL_HTTP_TOKEN over an explicit token; we
-        # send our own header (config: flag > file > environment) instead.
-        self.token = None
-
-    def http_connect(
-        self, host: str, port: int, scheme: str, verify: bool | str = True, cert: Any = None
-    ) -> _ConsulHTTPClient:
-        return _ConsulHTTPClient(host, port, scheme, tls=self._tls, limit=MAX_CONNECTIONS)
-
-
-class AioConsulHTTP:
-    """Consul HTTP through one py-consul asyncio client: one aiohttp session.
-
-    Requests use the client's HTTP adapter (``client.http.get`` with a
-    callback that keeps the raw response) instead of its endpoint wrappers
-    (``health.service`` ...), because those return only X-Consul-Index and
-    drop X-Consul-LastContact, which the staleness rule needs, and cannot
-    ask health endpoints for ``stale`` reads.
-    """
-
-    def __init__(
-        self, address: ConsulAddress, *, token: str | None, tls: ssl.SSLContext | None
-    ) -> None:
-        self._address = address
-        self._headers = request_headers(token)
-        self._tls = tls
-        self._client: _PyConsul | None = None
-
-    def __repr__(self) -> str:
-        return f"AioConsulHTTP({self._address}, token={'set' if self._headers else 'none'})"
-
-    def _http(self) -> Any:
-        # Built on first use: aiohttp wants a running event loop.
-        if self._client is None:
-            self._client = _PyConsul(self._address, tls=self._tls)
-        return self._client.http
-
-    async def get(self, path: str, params: list[tuple[str, str]], timeout_s: float) -> HTTPResult:
-        try:
-            response = await self._http().get(
-                _keep_response,
-                path,
-                params=params,
-                headers=dict(self._headers),
-                connections_timeout=timeout_s,
-            )
-        except (aiohttp.ClientError, TimeoutError, OSError, consul.Timeout) as exc:
-            # The exception text names the address, never the headers.
-            raise ConsulTransportError(f"{type(exc).__name__}: {exc}") from None
-        headers = response.headers
-        return HTTPResult(
-            status=int(response.code),
-            body=response.body if isinstance(response.body, str) else "",
-            index=_header_int(headers, "X-Consul-Index"),
-            last_contact_ms=_header_int(headers, "X-Consul-LastContact"),
-        )
-
-    async def close(self) -> None:
-        if self._client is not None:
-            await self._client.close()
-            self._client = None
-
-
-def decode(result: HTTPResult) -> Any:
-    try:
-        return json.loads(result.body)
-    except ValueError:
-        raise BadResponse(f"not JSON: {result.body[:100]!r}") from None
+class _Rearm(Exception):
+    """A full-length blocking read was cut short to share the slots: read again."""
 
 
 # -- watcher state ------------------------------------------------------------
@@ -379,9 +190,14 @@ class ConsulSource:
         self._query_timer: asyncio.TimerHandle | None = None
         self._age_timer: asyncio.TimerHandle | None = None
         self._wakeup = asyncio.Event()
+        self._probe_now = asyncio.Event()
+        self._blocking_slots = asyncio.Semaphore(MAX_BLOCKING_READS)
+        self._slot_waiters = 0
+        self._long_reads: set[asyncio.Task[HTTPResult]] = set()
         self._started_at = clock()
         self._down_since: float | None = None
         self._denied_logged = False
+        self._filtered_logged = False
         self._dirty = False
         self._flush_scheduled = False
         self.stats: dict[str, int] = dict.fromkeys(STAT_NAMES, 0)
@@ -402,7 +218,6 @@ class ConsulSource:
     async def start(self) -> None:
         """Starts the watchers and returns at once: Consul may well be down."""
         self._loop = asyncio.get_running_loop()
-        self._wakeup = asyncio.Event()
         if self._address.scheme == "http" and (self._config.consul_ca or self._config.consul_cert):
             log.warning("consul_ca/consul_cert are ignored: %s is not https", self._address)
         self._spawn(self._datacenters_loop(), "datacenters")
@@ -425,6 +240,8 @@ class ConsulSource:
     async def fetch_service(self, datacenter: str, name: str) -> None:
         """Watches the service and waits for Consul's first answer about it."""
         self._require_usable()
+        if not safe_name(name):  # the view answers it NXDOMAIN; never a request
+            return
         watch = self._ensure_service(datacenter, name, eager=False)
         watch.last_used = self._clock()
         if watch.instances is None:
@@ -442,6 +259,11 @@ class ConsulSource:
         """Executes the prepared query (once for concurrent callers)."""
         self._require_usable()
         key = (datacenter, name)
+        known = self._datacenters
+        if not safe_name(name) or (known is not None and datacenter not in known):
+            self._store_query(key, PreparedResult((), None, datacenter), MIN_QUERY_CACHE_S)
+            self._flush()
+            return
         task = self._query_fetches.get(key)
         if task is None:
             task = self._running_loop().create_task(self._execute_query(datacenter, name))
@@ -462,6 +284,8 @@ class ConsulSource:
         metrics.gauge("consul_watched_services", lambda: len(self._services))
         metrics.gauge("consul_watched_datacenters", lambda: len(self._dcs))
         metrics.gauge("consul_cached_queries", lambda: len(self._queries))
+        # Watches queued for a blocking-read slot (see MAX_BLOCKING_READS).
+        metrics.gauge("consul_watches_waiting_for_slot", lambda: self._slot_waiters)
 
     @property
     def reachable(self) -> bool:
@@ -557,6 +381,11 @@ class ConsulSource:
         self._dirty = False
         self._snapshot = self._build()
         self.stats["view_swaps"] += 1
+        log.debug(
+            "view swapped: available %s, %d services watched",
+            self._snapshot.available,
+            len(self._services),
+        )
         for callback in self._callbacks:
             try:
                 callback()
@@ -583,6 +412,7 @@ class ConsulSource:
         if self._down_since is not None:
             return
         self._down_since = self._clock()
+        self._probe_now.set()  # the probe retries every second until Consul is back
         if not self._ready():
             log.warning("Consul at %s not reachable (%s); retrying", self._address, reason)
             return
@@ -629,8 +459,17 @@ class ConsulSource:
             if local:
                 self._mark_down(str(exc))
             raise
+        log.debug(
+            "GET %s %s: %d, index %s, %d bytes",
+            path,
+            params,
+            result.status,
+            result.index,
+            len(result.body),
+        )
         if result.status == 200:
             self._mark_up()
+            self._check_acl_filtering(path, result)
             return result
         self.stats["http_errors"] += 1
         error = status_error(result.status, result.body)
@@ -643,9 +482,68 @@ class ConsulSource:
             log.error("Consul denied %s: %s", path, ACL_HINT)
         raise error
 
-    async def _read(self, path: str, dc: str, *, index: int = 0) -> HTTPResult:
-        """A (blocking, when ``index``) stale read; too stale: ask the leader."""
+    def _check_acl_filtering(self, path: str, result: HTTPResult) -> None:
+        """Silent ACL filtering looks like "no such service": say so, once."""
+        if self._filtered_logged:
+            return
+        if result.filtered:
+            self._filtered_logged = True
+            log.warning("Consul filtered the answer to %s by ACLs: %s", path, ACL_HINT)
+        elif result.default_deny and not self._config.consul_token:
+            self._filtered_logged = True
+            log.warning("Consul's default ACL policy is deny and no token is set: %s", ACL_HINT)
+
+    async def _read(
+        self, path: str, dc: str, *, index: int = 0, slotted: bool = False
+    ) -> HTTPResult:
+        """A stale read, blocking when ``index``; ``slotted`` ones take a slot first.
+
+        Service watches are slotted; the few per-datacenter list watches are
+        not, so they never queue behind service watches.
+        """
+        if not index:
+            return await self._read_once(path, dc, index=0, wait=0.0)
+        if not slotted:
+            return await self._read_once(path, dc, index=index, wait=self._config.consul_wait)
+        self._slot_waiters += 1
+        try:
+            await self._blocking_slots.acquire()
+        finally:
+            self._slot_waiters -= 1
+        try:
+            if len(self._services) > MAX_BLOCKING_READS:
+                wait = min(self._config.consul_wait, SHARED_SLOT_WAIT_S)
+                return await self._read_once(path, dc, index=index, wait=wait)
+            return await self._long_read(path, dc, index)
+        finally:
+            self._blocking_slots.release()
+
+    async def _long_read(self, path: str, dc: str, index: int) -> HTTPResult:
+        """A blocking read of the full consul_wait, which _share_slots may cut short."""
         wait = self._config.consul_wait
+        read = self._running_loop().create_task(self._read_once(path, dc, index=index, wait=wait))
+        self._long_reads.add(read)
+        try:
+            return await read
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if read.cancelled() and current is not None and not current.cancelling():
+                raise _Rearm() from None  # cut short, not stopped
+            raise
+        finally:
+            self._long_reads.discard(read)
+
+    def _share_slots(self) -> None:
+        """More watches than slots now: full-length reads give way once.
+
+        Otherwise the watches queued behind them would wait a whole
+        consul_wait before the slots start going round.
+        """
+        for read in list(self._long_reads):
+            read.cancel()
+
+    async def _read_once(self, path: str, dc: str, *, index: int, wait: float) -> HTTPResult:
+        """One read; one more of the leader when the answer is too stale."""
         timeout = wait + wait / 16 + BLOCKING_MARGIN_S if index else REQUEST_TIMEOUT_S
         local = dc == self._local
         result = await self._request(
@@ -665,16 +563,19 @@ class ConsulSource:
         on_data: Callable[[Any], None],
         on_unknown_dc: Callable[[], None],
         on_error: Callable[[str], None],
+        slotted: bool = False,
     ) -> None:
         """Blocking queries on ``path``, one after the other, until cancelled."""
         index = 0
         backoff = Backoff(rng=self._rng)
         while True:
             try:
-                result = await self._read(path, dc, index=index)
+                result = await self._read(path, dc, index=index, slotted=slotted)
                 # Same index: the wait ran out with nothing new; skip parsing.
                 if index == 0 or result.index != index:
                     on_data(decode(result))
+            except _Rearm:
+                continue  # same index, shorter wait
             except UnknownDatacenter:
                 on_unknown_dc()
             except (ConsulError, BadResponse) as exc:
@@ -695,7 +596,7 @@ class ConsulSource:
     # -- datacenters --------------------------------------------------------------
 
     async def _datacenters_loop(self) -> None:
-        backoff = Backoff(rng=self._rng)
+        backoff = Backoff(maximum_s=PROBE_BACKOFF_MAX_S, rng=self._rng)
         while True:
             try:
                 result = await self._request(
@@ -707,7 +608,10 @@ class ConsulSource:
                 await self._nap(backoff.next())
                 continue
             backoff.reset()
-            await asyncio.sleep(DATACENTERS_POLL_S)
+            self._probe_now.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(DATACENTERS_POLL_S):
+                    await self._probe_now.wait()
 
     def _set_datacenters(self, names: frozenset[str]) -> None:
         if names == self._datacenters:
@@ -792,6 +696,8 @@ class ConsulSource:
             return watch
         watch = _ServiceWatch(key, eager, self._clock())
         self._services[key] = watch
+        if len(self._services) > MAX_BLOCKING_READS and self._long_reads:
+            self._share_slots()
         watch.task = self._spawn(
             self._watch(
                 f"/v1/health/service/{name}",
@@ -799,6 +705,7 @@ class ConsulSource:
                 on_data=lambda body: self._set_instances(watch, instances_from_health(body, dc)),
                 on_unknown_dc=lambda: self._set_instances(watch, ()),
                 on_error=lambda reason: self._service_failed(watch, reason),
+                slotted=True,
             ),
             f"service {name}.{dc}",
         )
@@ -831,9 +738,14 @@ class ConsulSource:
         watch = self._services.pop(key)
         if watch.task is not None:
             watch.task.cancel()
-        self._fail_waiters(watch, "no longer watched")
-        if watch.instances is not None:
-            self._changed()
+        self._changed()
+        if watch.waiters:
+            # Only a service that left Consul's lists is stopped while a first
+            # query waits (idle ones have no waiters): the view now answers it.
+            self._flush()
+            for waiter in watch.waiters:
+                if not waiter.done():
+                    waiter.set_result(None)
 
     async def _janitor(self) -> None:
         period = min(self._config.consul_idle_unwatch / 4, IDLE_SWEEP_MAX_S)
@@ -865,7 +777,10 @@ class ConsulSource:
             prepared = PreparedResult((), None, dc)
         except (ConsulError, BadResponse) as exc:
             raise CatalogUnavailable(f"prepared query {name}: {exc}") from None
-        self._queries[(dc, name)] = _CachedQuery(prepared, self._clock() + lifetime)
+        self._store_query((dc, name), prepared, lifetime)
+
+    def _store_query(self, key: Key, result: PreparedResult, lifetime_s: float) -> None:
+        self._queries[key] = _CachedQuery(result, self._clock() + lifetime_s)
         self._schedule_query_expiry()
         self._changed()
 

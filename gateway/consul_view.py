@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import random
 import re
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, ItemsView, Iterator, Mapping, ValuesView
 from typing import Any
 
 from .catalog import (
@@ -35,6 +35,9 @@ SERVICE_MAINTENANCE_PREFIX = "_service_maintenance:"
 BACKOFF_INITIAL_S = 0.1
 BACKOFF_MAX_S = 10.0
 
+# Names that may go into an HTTP path: one DNS-safe label. Anything else ("/", "..",
+# "%") could address another API endpoint, so it is known absent without a request.
+_SAFE_NAME = re.compile(r"[a-z0-9_-]{1,255}")
 _GO_DURATION = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
 _GO_UNITS_S = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
 
@@ -183,6 +186,11 @@ def _str_map(value: Any) -> dict[str, str]:
     return {str(k): v if isinstance(v, str) else str(v) for k, v in value.items()}
 
 
+def safe_name(name: str) -> bool:
+    """Whether a service or prepared-query name may be asked of Consul."""
+    return _SAFE_NAME.fullmatch(name) is not None
+
+
 # -- blocking-query rules ---------------------------------------------------
 
 
@@ -252,9 +260,9 @@ class ServiceView(Mapping[Key, tuple[Instance, ...]]):
     A lookup of (dc, name) gives, in this order: Consul's instances when it
     has any (Consul wins); the static layer's; Consul's empty answer for a
     watched name; ``()`` -- known absent, so NXDOMAIN without any HTTP --
-    when the datacenter is unknown to Consul or its service list lacks the
-    name; otherwise nothing (KeyError / None), and the answerer asks the
-    source to fetch the service.
+    when the name is not a DNS-safe label, the datacenter is unknown to
+    Consul or its service list lacks the name; otherwise nothing (KeyError /
+    None), and the answerer asks the source to fetch the service.
 
     Iteration covers only entries that hold instances (watched and static
     services), which is what the reverse (PTR) index walks. ``on_lookup``
@@ -296,6 +304,8 @@ class ServiceView(Mapping[Key, tuple[Instance, ...]]):
 
     def _known_absent(self, key: Key) -> bool:
         dc, name = key
+        if not safe_name(name):
+            return True
         if self._datacenters is not None and dc not in self._datacenters:
             return True
         names = self._names.get(dc)
@@ -303,6 +313,13 @@ class ServiceView(Mapping[Key, tuple[Instance, ...]]):
 
     def __iter__(self) -> Iterator[Key]:
         return iter(self._entries)
+
+    # Walks (the reverse index) are not lookups: no on_lookup calls.
+    def items(self) -> ItemsView[Key, tuple[Instance, ...]]:
+        return self._entries.items()
+
+    def values(self) -> ValuesView[tuple[Instance, ...]]:
+        return self._entries.values()
 
     def __len__(self) -> int:
         return len(self._entries)

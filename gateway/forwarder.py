@@ -228,6 +228,11 @@ class Forwarder:
         rcode = data[3] & 0xF
         if rcode in _RETRY_RCODES:
             self._demote(pending.upstream)
+            if len(pending.tried) >= len(self._upstreams):
+                # Every upstream has answered this round with an error: relay
+                # the last one rather than asking again in a tight loop.
+                self._finish(pending, data)
+                return
             self._attempt(pending)
             return
         if data[2] & 0x02:  # TC: the whole answer over TCP, same upstream.

@@ -291,6 +291,13 @@ class Resolver:
             if response is None:
                 self._serve_stale_or_fail(data, query, tcp, key, reply)
                 return
+            if response[3] & 0x0F in (wire.SERVFAIL, wire.REFUSED):
+                # Every upstream refused or failed: RFC 8767 prefers a stale answer.
+                stale = self._cache.stale(key) if key is not None else None
+                if stale is not None:
+                    self._counts["stale_served"] += 1
+                    reply(self._finish(stale, data, query, tcp))
+                    return
             template = make_template(response, client_edns=query.edns, payload=self._max_udp)
             if template is None:
                 # Unusual upstream message: relay it once, uncached.

@@ -224,3 +224,22 @@ def test_inflight_limit(limit: int) -> None:
         up.close()
 
     run(main())
+
+
+def test_all_upstreams_refusing_ends_the_query_without_a_retry_storm() -> None:
+    def refuse(query: bytes, addr: tuple[str, int], sock: socket.socket) -> None:
+        sock.sendto(query[:2] + b"\x81\x85" + query[4:], addr)
+
+    async def main() -> None:
+        ups = [ScriptedUpstream(refuse), ScriptedUpstream(refuse)]
+        for up in ups:
+            await up.start()
+        fwd = make(*(up.port for up in ups), timeout=0.5, deadline=2.0)
+        reply = await resolve(fwd)
+        assert reply is not None and reply[3] & 0x0F == 5  # REFUSED relayed
+        assert [len(up.queries) for up in ups] == [1, 1]
+        fwd.close()
+        for up in ups:
+            up.close()
+
+    run(main())
