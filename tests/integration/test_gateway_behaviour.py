@@ -252,3 +252,14 @@ def test_workers_share_the_port_and_metrics_are_served() -> None:
         # Worker 0 serves the metrics (per worker counters, documented).
         text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).read()
         assert b"dns_gateway_" in text
+
+
+def test_idle_tcp_connections_are_closed() -> None:
+    import socket
+
+    with GatewayProcess("--tcp-idle-timeout", "0.5", "--upstream", "127.0.0.1:9",
+                        probe_name="consul.") as gw:  # fmt: skip
+        with socket.create_connection((gw.host, gw.port), timeout=5) as sock:
+            started = time.monotonic()
+            assert sock.recv(1) == b""  # the server closed the idle connection
+            assert time.monotonic() - started < 4.0
