@@ -257,9 +257,12 @@ def test_workers_share_the_port_and_metrics_are_served() -> None:
 def test_idle_tcp_connections_are_closed() -> None:
     import socket
 
-    with GatewayProcess("--tcp-idle-timeout", "0.5", "--upstream", "127.0.0.1:9",
-                        probe_name="consul.") as gw:  # fmt: skip
-        with socket.create_connection((gw.host, gw.port), timeout=5) as sock:
-            started = time.monotonic()
+    args = ("--tcp-idle-timeout", "0.5", "--upstream", "127.0.0.1:9")
+    with GatewayProcess(*args, probe_name="consul.") as gw:
+        sock = socket.create_connection((gw.host, gw.port), timeout=5)
+        started = time.monotonic()
+        try:
             assert sock.recv(1) == b""  # the server closed the idle connection
-            assert time.monotonic() - started < 4.0
+        finally:
+            sock.close()
+        assert time.monotonic() - started < 4.0
