@@ -74,7 +74,7 @@ def make_catalog(
     nodes: int | None = None,
     checks: bool = True,
 ) -> Catalog:
-    """``services`` × ``instances``; the last ``ipv6_services`` services are IPv6-only.
+    """``services`` x ``instances``; the last ``ipv6_services`` services are IPv6-only.
 
     Nodes default to one per 20 instances (at least ``instances``, so the instances of one
     service always sit on distinct nodes).

@@ -147,7 +147,7 @@ class CoreDNSServer(ServerProcess):
     def prepare(self) -> None:
         # bind: loopback only (CoreDNS listens on every address otherwise).
         self.corefile.write_text(
-            f""". :{self.port} {{
+            f""".:{self.port} {{
     bind {self.host}
     errors
     forward . {self.upstream}
@@ -242,6 +242,18 @@ def coredns_binary(version: str = COREDNS_VERSION, timeout: float = 600.0) -> Pa
 # ----------------------------------------------------------------------- versions
 
 
+_EXC_LINE = re.compile(r"^[A-Za-z_][\w.]*(?:Error|Exception|Unavailable|Timeout)\w*: .*$")
+
+
+def exception_counts(log_text: str) -> dict[str, int]:
+    """Final lines of the tracebacks in a log, counted (``module.Error: message``)."""
+    counts: dict[str, int] = {}
+    for line in log_text.splitlines():
+        if _EXC_LINE.match(line):
+            counts[line[:200]] = counts.get(line[:200], 0) + 1
+    return counts
+
+
 def _first_line(cmd: Sequence[str], pattern: str = r"(\d+\.\d+(?:\.\d+)?)") -> str:
     try:
         proc = subprocess.run(list(cmd), capture_output=True, text=True, timeout=20)
@@ -285,6 +297,7 @@ __all__ = [
     "KnotUpstream",
     "Server",
     "coredns_binary",
+    "exception_counts",
     "peak_rss_kb",
     "probe",
     "process_tree",

@@ -3,7 +3,7 @@
 Workloads (each a dnsperf input file of distinct names, looped by dnsperf unless noted):
 
 - w1: ``<svc>.service.consul`` A (AAAA for IPv6 services) and SRV, plus tagged names, from
-  the live catalog.
+  the live catalog (one warm-up pass first, so a gateway watching lazily is in steady state).
 - w2: forwarded names answered from the cache (one warm-up pass first).
 - w3: forwarded names that miss every cache: fresh random labels under the wildcard
   ``*.miss.example.test`` for every run, sent once each (``-n 1``).
@@ -34,6 +34,7 @@ CACHED_TTL = 3600
 class Workload:
     key: str
     title: str
+    short: str
     warm: bool = False  # one pass before measuring, to fill caches
     unique: bool = False  # fresh names every run, each sent once
     tcp: bool = False
@@ -42,11 +43,11 @@ class Workload:
 WORKLOADS: dict[str, Workload] = {
     w.key: w
     for w in (
-        Workload("w1", ".service.consul A/AAAA/SRV (live catalog)"),
-        Workload("w2", "forwarded, answered from cache", warm=True),
-        Workload("w3", "forwarded, cache miss (unique names)", unique=True),
-        Workload("w4", "mix: consul + cached + AAAA + NXDOMAIN", warm=True),
-        Workload("w5", "w1 over TCP", tcp=True),
+        Workload("w1", ".service.consul A/AAAA/SRV (live catalog)", "consul names", warm=True),
+        Workload("w2", "forwarded, answered from cache", "cache hit", warm=True),
+        Workload("w3", "forwarded, cache miss (unique names)", "cache miss", unique=True),
+        Workload("w4", "mix: consul + cached + AAAA + NXDOMAIN", "mix", warm=True),
+        Workload("w5", "w1 over TCP", "consul TCP", warm=True, tcp=True),
     )
 }
 
