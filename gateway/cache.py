@@ -49,10 +49,10 @@ class CachedAnswer:
         "_stale",
         "_ttls",
         "_wire",
-        "_wire_age",
         "expires",
         "stale_until",
         "stored",
+        "wire_age",
     )
 
     def __init__(
@@ -61,7 +61,7 @@ class CachedAnswer:
         self._base = base
         self._ttls = ttls
         self._wire = base
-        self._wire_age = 0
+        self.wire_age = 0
         self._stale: bytes | None = None
         self.stored = stored
         self.expires = stored + lifetime
@@ -70,12 +70,12 @@ class CachedAnswer:
     def at(self, now: float) -> bytes:
         """The template with TTLs as they are ``now`` (never below 0)."""
         age = int(now - self.stored)
-        if age != self._wire_age:
+        if age != self.wire_age:
             buf = bytearray(self._base)
             for offset, ttl in self._ttls:
                 _TTL.pack_into(buf, offset, ttl - age if ttl > age else 0)
             self._wire = bytes(buf)
-            self._wire_age = age
+            self.wire_age = age
         return self._wire
 
     def stale(self, ttl: int) -> bytes:
@@ -93,33 +93,34 @@ class ForwardCache:
 
     def __init__(self, policy: CachePolicy, clock: Callable[[], float]) -> None:
         self._policy = policy
-        self._clock = clock
-        self._entries: OrderedDict[bytes, CachedAnswer] = OrderedDict()
+        # Public for the hot path (fastpath.make_fast_answer), which reads them.
+        self.clock = clock
+        self.entries: OrderedDict[bytes, CachedAnswer] = OrderedDict()
 
     def __len__(self) -> int:
-        return len(self._entries)
+        return len(self.entries)
 
     def fresh(self, key: bytes) -> bytes | None:
         """The template for ``key`` if it has not expired."""
-        entry = self._entries.get(key)
+        entry = self.entries.get(key)
         if entry is None:
             return None
-        now = self._clock()
+        now = self.clock()
         if now >= entry.expires:
             if now >= entry.stale_until:
-                del self._entries[key]
+                del self.entries[key]
             return None
-        self._entries.move_to_end(key)
+        self.entries.move_to_end(key)
         return entry.at(now)
 
     def stale(self, key: bytes) -> bytes | None:
         """An expired template still inside the serve-stale window."""
-        entry = self._entries.get(key)
+        entry = self.entries.get(key)
         if entry is None:
             return None
-        now = self._clock()
+        now = self.clock()
         if now >= entry.stale_until:
-            del self._entries[key]
+            del self.entries[key]
             return None
         if now < entry.expires:
             return entry.at(now)
@@ -133,11 +134,11 @@ class ForwardCache:
         if lifetime_and_ttls is None:
             return None
         lifetime, ttls = lifetime_and_ttls
-        entry = CachedAnswer(template, ttls, self._clock(), lifetime, self._policy.serve_stale)
-        self._entries[key] = entry
-        self._entries.move_to_end(key)
-        while len(self._entries) > self._policy.max_entries:
-            self._entries.popitem(last=False)
+        entry = CachedAnswer(template, ttls, self.clock(), lifetime, self._policy.serve_stale)
+        self.entries[key] = entry
+        self.entries.move_to_end(key)
+        while len(self.entries) > self._policy.max_entries:
+            self.entries.popitem(last=False)
         return lifetime
 
 

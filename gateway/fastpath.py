@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import random
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import NamedTuple
 
 from . import codec, weights, wire
+from .cache import ForwardCache
 
 # Templates kept per entry (orderings x size limits); bounded so a client
 # cycling through EDNS sizes cannot grow it.
@@ -201,22 +203,99 @@ class AnswerTable:
     evicted, so random names cannot grow it without limit.
     """
 
-    __slots__ = ("_entries", "_max")
+    __slots__ = ("_max", "entries")
 
     def __init__(self, max_entries: int) -> None:
-        self._entries: OrderedDict[bytes, Entry] = OrderedDict()
+        # Public for the hot path (make_fast_answer); mutate only through put/clear.
+        self.entries: OrderedDict[bytes, Entry] = OrderedDict()
         self._max = max_entries
 
     def get(self, key: bytes) -> Entry | None:
-        return self._entries.get(key)
+        return self.entries.get(key)
 
     def put(self, key: bytes, entry: Entry) -> None:
-        if key not in self._entries and len(self._entries) >= self._max:
-            self._entries.popitem(last=False)
-        self._entries[key] = entry
+        if key not in self.entries and len(self.entries) >= self._max:
+            self.entries.popitem(last=False)
+        self.entries[key] = entry
 
     def clear(self) -> None:
-        self._entries.clear()
+        self.entries.clear()
 
     def __len__(self) -> int:
-        return len(self._entries)
+        return len(self.entries)
+
+
+FastAnswer = Callable[[bytes, bool], "bytes | None"]
+
+
+def make_fast_answer(local: AnswerTable, cache: ForwardCache, max_udp: int) -> FastAnswer:
+    """The hot path as one closure: key, lookup, size, patch; no other calls.
+
+    Equivalent to :func:`question_key` + ``AnswerTable.get`` /
+    ``ForwardCache.fresh`` + :func:`patch` (a unit test holds the two
+    together), written out because every Python call costs ~60 ns and this
+    runs once per query: profiled on the 2-core machines, calls were a third
+    of the time spent in Python per answer.
+    """
+    local_get = local.entries.get
+    cache_get = cache.entries.get
+    cache_touch = cache.entries.move_to_end
+    clock = cache.clock
+    truncate = codec.truncate
+    no_answer_counts = b"\x00\x01\x00\x00\x00\x00"
+
+    def answer(data: bytes, tcp: bool) -> bytes | None:
+        n = len(data)
+        if n < 17 or data[2] & 0xF8 or data[4:10] != no_answer_counts:
+            return None
+        zero = data.find(0, 12)
+        if zero < 0:
+            return None
+        qend = zero + 5
+        arcount = data[10:12]
+        if arcount == b"\x00\x00":
+            if qend != n:
+                return None
+            key = data[12:zero].lower() + data[zero:qend] + b"\x00"
+            limit = 65535 if tcp else 512
+        elif arcount == b"\x00\x01":
+            if n < qend + 11 or data[qend : qend + 3] != b"\x00\x00\x29" or data[qend + 6]:
+                return None
+            if qend + 11 + ((data[qend + 9] << 8) | data[qend + 10]) != n:
+                return None
+            key = data[12:zero].lower() + data[zero:qend]
+            key += b"\x03" if data[qend + 7] & 0x80 else b"\x01"
+            if tcp:
+                limit = 65535
+            else:
+                limit = (data[qend + 3] << 8) | data[qend + 4]
+                limit = 512 if limit < 512 else (max_udp if limit > max_udp else limit)
+        else:
+            return None
+        entry = local_get(key)
+        if entry is not None:
+            template = entry.pick(limit)
+        else:
+            cached = cache_get(key)
+            if cached is None:
+                return None
+            now = clock()
+            if now >= cached.expires:
+                return None  # the slow path decides: forward, or serve stale
+            if int(now - cached.stored) != cached.wire_age:
+                # TTLs move once a second; so does the entry's LRU position.
+                cache_touch(key)
+            template = cached.at(now)
+            if len(template) > limit:
+                template = truncate(template, limit)
+        return b"".join(
+            (
+                data[:2],
+                bytes((template[2] | (data[2] & 0x01), template[3] | (data[3] & 0x10))),
+                template[4:12],
+                data[12:qend],
+                template[qend:],
+            )
+        )
+
+    return answer

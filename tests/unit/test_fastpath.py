@@ -103,3 +103,26 @@ def test_answer_table_is_bounded() -> None:
     for key in (b"a", b"b", b"c"):
         table.put(key, entry(codec.Answer(0)))
     assert len(table) == 2 and table.get(b"a") is None
+
+
+def test_fast_answer_agrees_with_question_key_on_mutated_packets() -> None:
+    """The inlined hot path and question_key must accept exactly the same packets."""
+    from gateway.cache import CachePolicy, ForwardCache
+
+    table = fastpath.AnswerTable(100)
+    cache = ForwardCache(CachePolicy(10, 0, 10, 10, 0, 30), lambda: 0.0)
+    fast = fastpath.make_fast_answer(table, cache, 1232)
+    rng = random.Random(9)
+    seeds = [query_bytes("a.b", edns=e, do=d) for e in (False, 0) for d in (False, True)]
+    seeds = [s for s in seeds if s]
+    for _ in range(20000):
+        packet = bytearray(rng.choice(seeds))
+        for _ in range(rng.randrange(0, 3)):
+            packet[rng.randrange(len(packet))] = rng.getrandbits(8)
+        raw = bytes(packet)
+        qk = fastpath.question_key(raw)
+        if qk is not None:
+            table.put(qk.key, entry(codec.Answer(0)))
+        answered = fast(raw, False)
+        assert (answered is not None) == (qk is not None), raw
+        table.clear()
