@@ -192,6 +192,8 @@ class ConsulSource:
         self._wakeup = asyncio.Event()
         self._probe_now = asyncio.Event()
         self._blocking_slots = asyncio.Semaphore(MAX_BLOCKING_READS)
+        self._released: list[asyncio.Future[None]] = []
+        self._next_flush_at = 0.0
         self._slot_waiters = 0
         self._long_reads: set[asyncio.Task[HTTPResult]] = set()
         self._started_at = clock()
@@ -253,7 +255,8 @@ class ConsulSource:
             waiter = self._running_loop().create_future()
             watch.waiters.append(waiter)
             await waiter
-        self._flush()
+        if self._snapshot.services.get((datacenter, name)) is None:
+            self._flush()  # its data is in, the swap not yet: swap now
 
     async def fetch_query(self, datacenter: str, name: str) -> None:
         """Executes the prepared query (once for concurrent callers)."""
@@ -367,8 +370,23 @@ class ConsulSource:
     def _changed(self) -> None:
         """Something in the view changed: swap once this loop iteration is done."""
         self._dirty = True
-        if not self._flush_scheduled and self._loop is not None:
-            self._flush_scheduled = True
+        self._schedule_flush()
+
+    def _schedule_flush(self) -> None:
+        """One swap for everything that changed meanwhile.
+
+        A swap rebuilds the whole view (O(services)); when many changes come
+        at once (thousands of first queries, a big registration) swaps are
+        spaced by twice the time the last one took, so rebuilding never takes
+        more than a third of the loop, and a small catalog still swaps at once.
+        """
+        if self._flush_scheduled or self._loop is None:
+            return
+        self._flush_scheduled = True
+        delay = self._next_flush_at - self._loop.time()
+        if delay > 0:
+            self._loop.call_later(delay, self._scheduled_flush)
+        else:
             self._loop.call_soon(self._scheduled_flush)
 
     def _scheduled_flush(self) -> None:
@@ -376,21 +394,35 @@ class ConsulSource:
         self._flush()
 
     def _flush(self) -> None:
-        if not self._dirty:
-            return
-        self._dirty = False
-        self._snapshot = self._build()
-        self.stats["view_swaps"] += 1
-        log.debug(
-            "view swapped: available %s, %d services watched",
-            self._snapshot.available,
-            len(self._services),
-        )
-        for callback in self._callbacks:
-            try:
-                callback()
-            except Exception:  # one broken listener must not stop the others
-                log.exception("catalog change callback failed")
+        if self._dirty:
+            self._dirty = False
+            started = time.perf_counter()
+            self._snapshot = self._build()
+            spent = time.perf_counter() - started
+            if self._loop is not None:
+                self._next_flush_at = self._loop.time() + 2 * spent
+            self.stats["view_swaps"] += 1
+            log.debug(
+                "view swapped: available %s, %d services watched",
+                self._snapshot.available,
+                len(self._services),
+            )
+            for callback in self._callbacks:
+                try:
+                    callback()
+                except Exception:  # one broken listener must not stop the others
+                    log.exception("catalog change callback failed")
+        # First queries waiting for a service read the new snapshot next.
+        released, self._released = self._released, []
+        for waiter in released:
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def _release_waiters(self, watch: _ServiceWatch) -> None:
+        """The watch has data: its first queries go on after the next swap."""
+        self._released.extend(watch.waiters)
+        watch.waiters.clear()
+        self._schedule_flush()
 
     # -- liveness ---------------------------------------------------------------
 
@@ -717,11 +749,7 @@ class ConsulSource:
             watch.instances = instances
             self._changed()
         if watch.waiters:
-            self._flush()  # the waiting queries read the new snapshot next
-            for waiter in watch.waiters:
-                if not waiter.done():
-                    waiter.set_result(None)
-            watch.waiters.clear()
+            self._release_waiters(watch)
 
     def _service_failed(self, watch: _ServiceWatch, reason: str) -> None:
         watch.last_error = reason
@@ -742,10 +770,7 @@ class ConsulSource:
         if watch.waiters:
             # Only a service that left Consul's lists is stopped while a first
             # query waits (idle ones have no waiters): the view now answers it.
-            self._flush()
-            for waiter in watch.waiters:
-                if not waiter.done():
-                    waiter.set_result(None)
+            self._release_waiters(watch)
 
     async def _janitor(self) -> None:
         period = min(self._config.consul_idle_unwatch / 4, IDLE_SWEEP_MAX_S)
