@@ -102,11 +102,12 @@ async def serve(config: Config, *, ready: asyncio.Event | None = None, worker: i
             servers.append(server)
             if worker == 0:
                 log.info("listening on %s (UDP and TCP)", ep)
-        if config.metrics_listen is not None and worker == 0:
-            servers.append(
-                await serve_http(metrics, config.metrics_listen.host, config.metrics_listen.port)
-            )
-            log.info("metrics on http://%s/metrics", config.metrics_listen)
+        if config.metrics_listen is not None:
+            # Each worker has its own counters: worker i serves them on PORT + i.
+            mhost, mport = config.metrics_listen.host, config.metrics_listen.port
+            mport = mport + worker if mport else 0
+            servers.append(await serve_http(metrics, mhost, mport))
+            log.info("metrics of worker %d on http://%s:%d/metrics", worker, mhost, mport)
         await source.start()
         if worker == 0:
             log.info(
