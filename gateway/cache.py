@@ -126,11 +126,15 @@ class ForwardCache:
             return entry.at(now)
         return entry.stale(self._policy.stale_answer_ttl)
 
-    def put(self, key: bytes, template: bytes) -> int | None:
-        """Stores a response template; returns its lifetime, None if not cacheable."""
+    def put(self, key: bytes, template: bytes, layout: wire.Layout | None = None) -> int | None:
+        """Stores a response template; returns its lifetime, None if not cacheable.
+
+        ``layout``, when the caller has walked the message already (the
+        template from :func:`make_template`), saves walking it again.
+        """
         if self._policy.max_entries <= 0:
             return None
-        lifetime_and_ttls = cacheable(template, self._policy)
+        lifetime_and_ttls = cacheable(template, self._policy, layout)
         if lifetime_and_ttls is None:
             return None
         lifetime, ttls = lifetime_and_ttls
@@ -142,12 +146,15 @@ class ForwardCache:
         return lifetime
 
 
-def cacheable(template: bytes, policy: CachePolicy) -> tuple[int, list[tuple[int, int]]] | None:
+def cacheable(
+    template: bytes, policy: CachePolicy, layout: wire.Layout | None = None
+) -> tuple[int, list[tuple[int, int]]] | None:
     """(lifetime, TTL places) for a response, or None when it must not be cached."""
-    try:
-        layout = wire.walk_response(template)
-    except wire.FormatError:
-        return None
+    if layout is None:
+        try:
+            layout = wire.walk_response(template)
+        except wire.FormatError:
+            return None
     flags = struct.unpack_from("!H", template, 2)[0]
     rcode = flags & 0xF
     if flags & wire.FLAG_TC or rcode not in (wire.NOERROR, wire.NXDOMAIN):
@@ -172,14 +179,18 @@ def cacheable(template: bytes, policy: CachePolicy) -> tuple[int, list[tuple[int
     return lifetime, ttls
 
 
-def make_template(response: bytes, *, client_edns: wire.Edns | None, payload: int) -> bytes | None:
+def make_template(
+    response: bytes, *, client_edns: wire.Edns | None, payload: int
+) -> tuple[bytes, wire.Layout] | None:
     """An upstream response made into a template for clients with this EDNS state.
 
     Clears ID, AA, RD and CD (the fast path copies RD/CD from each query;
     a forwarded answer is not authoritative from us), lower-cases the
     question, drops the upstream's OPT record and appends ours when the
     client sent EDNS. Returns None when the message cannot be handled
-    (then it is relayed once, uncached).
+    (then it is relayed once, uncached). The layout returned with it is the
+    response's: every record sits at the same offset in the template (the
+    edits keep lengths; OPT records are not cached).
     """
     try:
         layout = wire.walk_response(response)
@@ -201,7 +212,7 @@ def make_template(response: bytes, *, client_edns: wire.Edns | None, payload: in
     if client_edns is not None:
         tail = wire.opt_record(payload, client_edns.do)
         arcount += 1
-    return b"".join(
+    template = b"".join(
         (
             head,
             struct.pack("!H", arcount),
@@ -210,3 +221,4 @@ def make_template(response: bytes, *, client_edns: wire.Edns | None, payload: in
             tail,
         )
     )
+    return template, layout

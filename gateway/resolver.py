@@ -293,13 +293,14 @@ class Resolver:
                     self._counts["stale_served"] += 1
                     reply(self._finish(stale, data, query, tcp))
                     return
-            template = make_template(response, client_edns=query.edns, payload=self._max_udp)
-            if template is None:
+            made = make_template(response, client_edns=query.edns, payload=self._max_udp)
+            if made is None:
                 # Unusual upstream message: relay it once, uncached.
                 reply(data[:2] + response[2:])
                 return
+            template, layout = made
             if key is not None:
-                self._cache.put(key, template)
+                self._cache.put(key, template, layout)
             reply(self._finish(template, data, query, tcp))
 
         self._forwarder.resolve(question, do, done)

@@ -9,6 +9,7 @@ compression.
 
 from __future__ import annotations
 
+import re
 import struct
 from dataclasses import dataclass
 
@@ -176,8 +177,12 @@ def wire_to_text(name: bytes) -> str:
     return ".".join(labels).lower()
 
 
+# Bytes a label cannot show as they are (RFC 1035 5.1 presentation form).
+_NEEDS_ESCAPE = re.compile(rb'[^\x21-\x7e]|[."\\();]')
+
+
 def _label_text(label: bytes) -> str:
-    if all(33 <= b < 127 and b not in b'."\\();' for b in label):
+    if not _NEEDS_ESCAPE.search(label):
         return label.decode("ascii")
     # Presentation form escapes (RFC 1035 5.1) keep odd labels unambiguous.
     parts = []

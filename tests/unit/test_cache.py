@@ -41,7 +41,14 @@ EDNS = wire.Edns(1232, 0, False)
 def template(raw: bytes, edns: wire.Edns | None = EDNS) -> bytes:
     out = make_template(raw, client_edns=edns, payload=1232)
     assert out is not None
-    return out
+    template, layout = out
+
+    # Every record but OPT (which is replaced) sits at the same offset.
+    def spans(lay: wire.Layout) -> list[wire.RecordSpan]:
+        return [r for r in (*lay.answer, *lay.authority, *lay.additional) if r.rtype != wire.OPT]
+
+    assert spans(layout) == spans(wire.walk_response(template))
+    return template
 
 
 def test_ttl_counts_down_and_expires() -> None:
