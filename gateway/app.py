@@ -15,7 +15,7 @@ import time
 from . import static_catalog, zones
 from .cache import CachePolicy, ForwardCache
 from .catalog import Snapshot
-from .config import Config
+from .config import Config, ConfigError
 from .forwarder import Forwarder
 from .metrics import Metrics, serve_http
 from .resolver import Resolver
@@ -70,7 +70,29 @@ async def serve(config: Config, *, ready: asyncio.Event | None = None, worker: i
         ),
         clock=time.monotonic,
     )
-    resolver = Resolver(
+    try:
+        resolver = _resolver(config, source, zone_set, forwarder, cache, metrics)
+    except ValueError as exc:  # a zone that is also the Consul domain
+        raise ConfigError(f"option 'zones' ({config.zones}): {exc}") from None
+    _wire_metrics(metrics, cache, forwarder)
+    tcp = TcpServer(
+        resolver, idle_timeout=config.tcp_idle_timeout, max_connections=config.tcp_max_connections
+    )
+    metrics.gauge("tcp_connections", lambda: tcp.connections)
+    if hasattr(source, "register_metrics"):
+        source.register_metrics(metrics)
+    await _run(config, resolver, source, forwarder, tcp, zone_set, worker, ready)
+
+
+def _resolver(
+    config: Config,
+    source: CatalogSource,
+    zone_set: dict[str, zones.Zone],
+    forwarder: Forwarder | None,
+    cache: ForwardCache,
+    metrics: Metrics,
+) -> Resolver:
+    return Resolver(
         config,
         source=source,
         zone_set=zone_set,
@@ -79,18 +101,30 @@ async def serve(config: Config, *, ready: asyncio.Event | None = None, worker: i
         metrics=metrics,
         rng=random.Random(),
     )
+
+
+def _wire_metrics(metrics: Metrics, cache: ForwardCache, forwarder: Forwarder | None) -> None:
     metrics.gauge("cache_entries", lambda: len(cache))
     if forwarder is not None:
         metrics.gauge("forward_inflight", lambda: forwarder.inflight)
         for name in forwarder.stats:
             metrics.gauge(f"forward_{name}", lambda n=name: forwarder.stats[n])  # type: ignore[misc]
-    tcp = TcpServer(
-        resolver, idle_timeout=config.tcp_idle_timeout, max_connections=config.tcp_max_connections
-    )
-    metrics.gauge("tcp_connections", lambda: tcp.connections)
-    if hasattr(source, "register_metrics"):
-        source.register_metrics(metrics)
 
+
+async def _run(
+    config: Config,
+    resolver: Resolver,
+    source: CatalogSource,
+    forwarder: Forwarder | None,
+    tcp: TcpServer,
+    zone_set: dict[str, zones.Zone],
+    worker: int,
+    ready: asyncio.Event | None,
+) -> None:
+    """Opens the listeners, runs until a signal, and closes everything."""
+    loop = asyncio.get_running_loop()
+    metrics = resolver.metrics
+    assert config.upstream is not None
     listeners = []
     servers = []
     try:

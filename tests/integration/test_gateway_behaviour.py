@@ -266,3 +266,16 @@ def test_idle_tcp_connections_are_closed() -> None:
         finally:
             sock.close()
         assert time.monotonic() - started < 4.0
+
+
+def test_zone_that_shadows_the_consul_domain_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "consul.zone").write_text(
+        "$ORIGIN consul.\n@ SOA ns h 1 2 3 4 5\n@ NS ns\nns A 192.0.2.1\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "gateway", "--zones", str(tmp_path), "--listen", "127.0.0.1:0",
+         "--upstream", "127.0.0.1:9"],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert proc.returncode == 2
+    assert "option 'zones'" in proc.stderr and "'consul'" in proc.stderr, proc.stderr
