@@ -4,6 +4,11 @@
 # `consul` on PATH of the same version is used as is. Nothing of Consul is
 # committed: the wrapper module lives in the cache directory.
 set -euo pipefail
+# CI may run without HOME; Go and the cache below need one.
+if [ -z "${HOME:-}" ]; then
+  HOME=$(getent passwd "$(id -u)" | cut -d: -f6)
+  export HOME
+fi
 
 # v1.16.4 is the last MPL-2.0 release; v1.16.3 (also MPL-2.0) is the fallback
 # because the module proxy reachable here answers 403 "This module version is
