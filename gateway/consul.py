@@ -606,6 +606,10 @@ class ConsulSource:
                 # Same index: the wait ran out with nothing new; skip parsing.
                 if index == 0 or result.index != index:
                     on_data(decode(result))
+                seen = result.index or 0
+                # Not kept across the next blocking read: bodies are ~1 KB per
+                # instance, and thousands of watches wait at once.
+                del result
             except _Rearm:
                 continue  # same index, shorter wait
             except UnknownDatacenter:
@@ -617,7 +621,7 @@ class ConsulSource:
                 on_error(f"internal error: {exc!r}")
             else:
                 backoff.reset()
-                index = next_index(index, result.index or 0)
+                index = next_index(index, seen)
                 continue
             # After any failure start over with a plain read: a restarted
             # cluster's index can be lower than ours, and blocking on ours
