@@ -239,7 +239,7 @@ def make_fast_answer(local: AnswerTable, cache: ForwardCache, max_udp: int) -> F
     """
     local_get = local.entries.get
     cache_get = cache.entries.get
-    cache_touch = cache.entries.move_to_end
+    cache_current = cache.current
     clock = cache.clock
     truncate = codec.truncate
     no_answer_counts = b"\x00\x01\x00\x00\x00\x00"
@@ -280,12 +280,12 @@ def make_fast_answer(local: AnswerTable, cache: ForwardCache, max_udp: int) -> F
             if cached is None:
                 return None
             now = clock()
-            if now >= cached.expires:
-                return None  # the slow path decides: forward, or serve stale
-            if int(now - cached.stored) != cached.wire_age:
-                # TTLs move once a second; so does the entry's LRU position.
-                cache_touch(key)
-            template = cached.at(now)
+            if now >= cached[5]:  # expired: the slow path forwards or serves stale
+                return None
+            if int(now - cached[4]) == cached[1]:  # TTLs still right this second
+                template = cached[0]
+            else:  # TTLs move once a second; so does the LRU position
+                template = cache_current(key, cached, now)
             if len(template) > limit:
                 template = truncate(template, limit)
         return b"".join(

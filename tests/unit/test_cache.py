@@ -89,9 +89,11 @@ def test_min_and_max_ttl_clamps() -> None:
 
 
 def test_lru_eviction() -> None:
-    cache = ForwardCache(POLICY, Clock())
+    clock = Clock()
+    cache = ForwardCache(POLICY, clock)
     for key in (b"a", b"b", b"c"):
         cache.put(key, template(response("a.example.")))
+    clock.now += 1  # recency is kept to the second, with the TTLs
     cache.fresh(b"a")  # a is now the most recently used
     cache.put(b"d", template(response("a.example.")))
     assert cache.fresh(b"b") is None and cache.fresh(b"a") is not None and len(cache) == 3
@@ -118,3 +120,12 @@ def test_template_replaces_opt_clears_id_aa_and_lowercases_question() -> None:
     assert msg.question[0].name.to_text() == "mixed.example."
     with_do = dns.message.from_wire(template(bytes(raw), edns=wire.Edns(4096, 0, True)))
     assert with_do.edns == 0 and with_do.payload == 1232 and with_do.ednsflags & dns.flags.DO
+
+
+def test_entries_are_untracked_by_the_cyclic_gc() -> None:
+    import gc
+
+    cache = ForwardCache(POLICY, Clock())
+    cache.put(b"k", template(response("a.example.", 60)))
+    gc.collect()
+    assert not gc.is_tracked(cache.entries[b"k"])
