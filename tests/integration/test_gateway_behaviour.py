@@ -38,6 +38,13 @@ def write_catalog(folder: Path, instances: list[dict[str, object]], node: str = 
     return folder
 
 
+def run_failing_gateway(*args: str) -> subprocess.CompletedProcess[str]:
+    """The gateway run with settings it must refuse before serving anything."""
+    command = [sys.executable, "-m", "gateway", "--listen", "127.0.0.1:0",
+               "--upstream", "127.0.0.1:9", *args]  # fmt: skip
+    return subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=30)
+
+
 def test_first_address_follows_weights(tmp_path: Path) -> None:
     """Thousands of real queries: the first A record is chosen by weight."""
     weights = {"192.0.2.101": 1, "192.0.2.102": 2, "192.0.2.103": 3, "192.0.2.104": 10}
@@ -166,10 +173,7 @@ def test_failover_to_the_second_upstream() -> None:
 def test_bad_config_names_option_and_file(tmp_path: Path, toml: str, message: str) -> None:
     path = tmp_path / "gateway.toml"
     path.write_text(toml)
-    proc = subprocess.run(
-        [sys.executable, "-m", "gateway", "--config", str(path)],
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=30,
-    )  # fmt: skip
+    proc = run_failing_gateway("--config", str(path))
     assert proc.returncode == 2
     assert message in proc.stderr and str(path) in proc.stderr, proc.stderr
 
@@ -178,11 +182,7 @@ def test_bad_catalog_file_names_the_file(tmp_path: Path) -> None:
     bad = tmp_path / "cat"
     bad.mkdir()
     (bad / "svc.json").write_text(json.dumps({"service": {"name": "x", "port": "eighty"}}))
-    proc = subprocess.run(
-        [sys.executable, "-m", "gateway", "--catalog", str(bad), "--listen", "127.0.0.1:0",
-         "--upstream", "127.0.0.1:9"],
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=30,
-    )  # fmt: skip
+    proc = run_failing_gateway("--catalog", str(bad))
     assert proc.returncode == 2
     assert "svc.json" in proc.stderr and "'port'" in proc.stderr, proc.stderr
 
@@ -272,10 +272,6 @@ def test_zone_that_shadows_the_consul_domain_is_refused(tmp_path: Path) -> None:
     (tmp_path / "consul.zone").write_text(
         "$ORIGIN consul.\n@ SOA ns h 1 2 3 4 5\n@ NS ns\nns A 192.0.2.1\n"
     )
-    proc = subprocess.run(
-        [sys.executable, "-m", "gateway", "--zones", str(tmp_path), "--listen", "127.0.0.1:0",
-         "--upstream", "127.0.0.1:9"],
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=30,
-    )  # fmt: skip
+    proc = run_failing_gateway("--zones", str(tmp_path))
     assert proc.returncode == 2
     assert "option 'zones'" in proc.stderr and "'consul'" in proc.stderr, proc.stderr
