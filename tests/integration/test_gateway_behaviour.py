@@ -275,3 +275,13 @@ def test_zone_that_shadows_the_consul_domain_is_refused(tmp_path: Path) -> None:
     proc = run_failing_gateway("--zones", str(tmp_path))
     assert proc.returncode == 2
     assert "option 'zones'" in proc.stderr and "'consul'" in proc.stderr, proc.stderr
+
+
+def test_ipv6_and_ipv4_listeners_side_by_side() -> None:
+    v6_port = free_port("::1")
+    with GatewayProcess("--listen", f"[::1]:{v6_port}", "--upstream", "127.0.0.1:9",
+                        probe_name="consul.") as gw:  # fmt: skip
+        for host, port in (("::1", v6_port), (gw.host, gw.port)):
+            for tcp in (False, True):
+                reply = query(host, port, "db.service.consul", "A", tcp=tcp)
+                assert {rr.address for rr in reply.answer[0]} == {"192.0.2.21"}
