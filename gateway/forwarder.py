@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import random
 import socket
 import struct
@@ -34,6 +35,8 @@ SOCKET_POOL_SIZE = 8
 QUERIES_PER_SOCKET = 2000
 UPSTREAM_PAYLOAD = 1232
 SEND_ERROR_PAUSE_S = 0.05
+# Random bytes fetched from the OS at a time (two per query ID).
+ENTROPY_BLOCK = 4096
 _RETRY_RCODES = frozenset({wire.SERVFAIL, wire.REFUSED, wire.NOTIMP, wire.FORMERR})
 
 Done = Callable[[bytes | None], None]
@@ -85,7 +88,12 @@ class Forwarder:
         self._timeout = timeout
         self._deadline = deadline
         self._max_inflight = max_inflight
-        self._rng = rng or random.SystemRandom()
+        # Query IDs and socket choice must be unpredictable (RFC 5452): from
+        # the OS's CSPRNG, fetched in blocks because one getrandom() call per
+        # query was 7% of the time spent on a cache miss (py-spy).
+        self._random_bytes = rng.randbytes if rng is not None else os.urandom
+        self._entropy = b""
+        self._entropy_at = 0
         self._by_question: dict[tuple[bytes, bool], _Pending] = {}
         self._by_id: dict[tuple[int, int], _Pending] = {}
         self._pools: dict[int, list[_PoolSocket | None]] = {}
@@ -149,7 +157,7 @@ class Forwarder:
         pool = self._pools.get(family)
         if pool is None:
             pool = self._pools[family] = [None] * SOCKET_POOL_SIZE
-        slot = self._rng.randrange(SOCKET_POOL_SIZE)
+        slot = self._random16() % SOCKET_POOL_SIZE
         ps = pool[slot]
         if ps is None or ps.uses >= QUERIES_PER_SOCKET:
             if ps is not None:
@@ -159,7 +167,7 @@ class Forwarder:
             self._loop.add_reader(ps.sock.fileno(), self._on_readable, ps)
         ps.uses += 1
         while True:
-            msg_id = self._rng.getrandbits(16)
+            msg_id = self._random16()
             if (ps.sock.fileno(), msg_id) not in self._by_id:
                 break
         self._unlink(pending)
@@ -168,6 +176,14 @@ class Forwarder:
         self._by_id[(pending.slot, msg_id)] = pending
         ps.sock.sendto(self._packet(pending), self._upstreams[pending.upstream])
         self.stats["sent"] += 1
+
+    def _random16(self) -> int:
+        at = self._entropy_at
+        if at + 2 > len(self._entropy):
+            self._entropy = self._random_bytes(ENTROPY_BLOCK)
+            at = 0
+        self._entropy_at = at + 2
+        return (self._entropy[at] << 8) | self._entropy[at + 1]
 
     def _packet(self, pending: _Pending) -> bytes:
         # RD set: upstreams are recursive resolvers or authoritative servers
@@ -244,7 +260,7 @@ class Forwarder:
     async def _over_tcp(self, pending: _Pending) -> None:
         host, port = self._upstreams[pending.upstream]
         remaining = self._deadline - (self._loop.time() - pending.started)
-        msg_id = self._rng.getrandbits(16)
+        msg_id = self._random16()
         query = wire.header(msg_id, wire.FLAG_RD, 1, 0, 0, 1) + pending.question
         query += wire.opt_record(UPSTREAM_PAYLOAD, pending.do)
         writer = None
