@@ -20,6 +20,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check gateway tests bench
 	$(VENV)/bin/ruff format --check gateway tests bench
 	$(VENV)/bin/mypy
+	$(VENV)/bin/mypy --strict tests bench
 
 # Everything: system packages, the Consul test agent, lint, types, all tests.
 test: $(STAMP)

@@ -25,7 +25,7 @@ def response(name: str, ttl: int = 60, *, rcode: int = 0, soa: tuple[int, int] |
              edns: bool = True) -> bytes:  # fmt: skip
     q = dns.message.make_query(name, "A", use_edns=0 if edns else False)
     r = dns.message.make_response(q)
-    r.set_rcode(rcode)
+    r.set_rcode(dns.rcode.Rcode(rcode))
     if rcode == 0 and soa is None:
         r.answer.append(dns.rrset.from_text(name, ttl, "IN", "A", "192.0.2.1"))
     if soa is not None:

@@ -21,7 +21,8 @@ from gateway.forwarder import Forwarder
 
 QUESTION = b"\x03www\x07example\x00\x00\x01\x00\x01"
 
-Script = Callable[[bytes, tuple[str, int], socket.socket], None]
+# What a scripted upstream does with each query (return values are ignored).
+Script = Callable[[bytes, tuple[str, int], socket.socket], object]
 
 
 def answer_for(query: bytes, address: str = "192.0.2.7", *, tc: bool = False) -> bytes:

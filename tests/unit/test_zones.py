@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway import wire, zones
+from gateway import codec, wire, zones
 from gateway.config import EMBEDDED_ZONES, ConfigError
 
 from .helpers import parsed
@@ -34,7 +34,7 @@ def zone(tmp_path: Path) -> zones.Zone:
     return zones.load_zone(path)
 
 
-def ask(zone: zones.Zone, name: str, rdtype: str = "A") -> zones.Answer:
+def ask(zone: zones.Zone, name: str, rdtype: str = "A") -> codec.Answer:
     return zones.answer(zone, parsed(name, rdtype))
 
 
