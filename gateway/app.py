@@ -153,6 +153,7 @@ async def _run(
         stop = asyncio.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(signal.SIGHUP, reload_files, config, resolver, source)
         # Start-up objects (zones, static catalog, modules) never die: freeze
         # them out of the cyclic GC so its full passes stay short under load.
         gc.collect()
@@ -170,6 +171,27 @@ async def _run(
         await source.stop()
         if forwarder is not None:
             forwarder.close()
+
+
+def reload_files(config: Config, resolver: Resolver, source: CatalogSource) -> None:
+    """SIGHUP: read zone files (and static catalog files) again.
+
+    All or nothing: a file with an error is logged with its name and the
+    data being served stays as it was (dnsmasq and CoreDNS behave alike).
+    With --consul, static catalog files are read at start only.
+    """
+    try:
+        zone_set = zones.load_zones(config.zones) if config.zones is not None else {}
+        snapshot = None
+        if isinstance(source, StaticSource) and config.catalog is not None:
+            snapshot = static_catalog.load(config.catalog, config.datacenter)
+        resolver.replace_zones(zone_set)
+    except (ConfigError, ValueError) as exc:
+        log.error("reload failed, still serving the previous files: %s", exc)
+        return
+    if snapshot is not None and isinstance(source, StaticSource):
+        source.replace(snapshot)
+    log.info("reloaded: zones %s", ", ".join(sorted(zone_set)) or "none")
 
 
 def run(config: Config, worker: int = 0) -> None:
@@ -207,6 +229,7 @@ def run_workers(config: Config) -> int:
 
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
+    signal.signal(signal.SIGHUP, forward)
     status = 0
     for child in children:
         _, code = os.waitpid(child, 0)

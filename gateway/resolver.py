@@ -315,6 +315,13 @@ class Resolver:
             return
         self._fail(data, UpstreamFailure(), reply, query)
 
+    def replace_zones(self, zone_set: dict[str, zones.Zone]) -> None:
+        """Serves a new set of local zones (reload); ValueError if one clashes."""
+        router = Router(self._config.domains, zone_set)
+        self._zones = zone_set
+        self._router = router
+        self._local.clear()
+
     async def close(self) -> None:
         for task in list(self._tasks):
             task.cancel()

@@ -35,13 +35,20 @@ class CatalogSource(Protocol):
 
 
 class StaticSource:
-    """A snapshot that never changes (service-definition files, or nothing)."""
+    """A snapshot from service-definition files (or nothing); replaced on reload."""
 
     def __init__(self, snapshot: Snapshot) -> None:
         self._snapshot = snapshot
+        self._callbacks: list[Callable[[], None]] = []
 
     def snapshot(self) -> Snapshot:
         return self._snapshot
+
+    def replace(self, snapshot: Snapshot) -> None:
+        """Swaps in newly read files (SIGHUP) and tells the listeners."""
+        self._snapshot = snapshot
+        for callback in self._callbacks:
+            callback()
 
     async def fetch_service(self, datacenter: str, name: str) -> None:
         return None
@@ -50,7 +57,7 @@ class StaticSource:
         return None
 
     def on_change(self, callback: Callable[[], None]) -> None:
-        return None
+        self._callbacks.append(callback)
 
     async def start(self) -> None:
         return None

@@ -6,6 +6,7 @@ Each test starts its own gateway subprocess with the settings it needs.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -285,3 +286,41 @@ def test_ipv6_and_ipv4_listeners_side_by_side() -> None:
             for tcp in (False, True):
                 reply = query(host, port, "db.service.consul", "A", tcp=tcp)
                 assert {rr.address for rr in reply.answer[0]} == {"192.0.2.21"}
+
+
+def test_sighup_reloads_zones_and_catalog_and_keeps_them_on_errors(tmp_path: Path) -> None:
+    import signal
+
+    zone_dir = tmp_path / "zones"
+    zone_dir.mkdir()
+    zone_file = zone_dir / "lab.test.zone"
+    head = "$ORIGIN lab.test.\n$TTL 60\n@ SOA ns h 1 2 3 4 5\n@ NS ns\nns A 192.0.2.1\n"
+    zone_file.write_text(head)
+    catalog = write_catalog(tmp_path / "cat", [{"name": "old", "port": 1}])
+    args = ("--zones", str(zone_dir), "--catalog", str(catalog), "--upstream", "127.0.0.1:9")
+    with GatewayProcess(*args, probe_name="consul.") as gw:
+        assert query(gw.host, gw.port, "new.lab.test", "A").rcode() == dns.rcode.NXDOMAIN
+        assert query(gw.host, gw.port, "old.service.consul", "A").answer
+
+        def reload_and_wait(marker: str, count: int) -> None:
+            assert gw.pid is not None
+            os.kill(gw.pid, signal.SIGHUP)
+            deadline = time.monotonic() + 10
+            while gw.log_text().count(marker) < count:
+                assert time.monotonic() < deadline, gw.log_tail()
+                time.sleep(0.05)
+
+        zone_file.write_text(head + "new A 192.0.2.77\n")
+        write_catalog(tmp_path / "cat", [{"name": "fresh", "port": 1}])
+        reload_and_wait("reloaded", 1)
+        assert {rr.address for rr in query(gw.host, gw.port, "new.lab.test", "A").answer[0]} == {
+            "192.0.2.77"
+        }
+        assert query(gw.host, gw.port, "fresh.service.consul", "A").answer
+        assert query(gw.host, gw.port, "old.service.consul", "A").rcode() == dns.rcode.NXDOMAIN
+
+        zone_file.write_text(head + "broken A not-an-address\n")
+        reload_and_wait("reload failed", 1)
+        assert "lab.test.zone" in gw.log_text()
+        answer = query(gw.host, gw.port, "new.lab.test", "A").answer[0]
+        assert {rr.address for rr in answer} == {"192.0.2.77"}  # still the old data
