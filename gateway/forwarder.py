@@ -48,7 +48,6 @@ class _Pending:
     do: bool
     waiters: list[Done]
     started: float
-    attempt: int = 0
     upstream: int = 0
     msg_id: int = 0
     slot: int = -1
@@ -139,7 +138,6 @@ class Forwarder:
             pending.tried.clear()
             untried = self._order
         pending.upstream = untried[0]
-        pending.attempt += 1
         pending.tried.append(pending.upstream)
         try:
             self._send_udp(pending)

@@ -16,7 +16,6 @@ import asyncio
 import logging
 import random
 import struct
-import time
 from collections.abc import Callable
 from typing import Protocol
 
@@ -87,7 +86,6 @@ class Resolver:
         forwarder: ForwardClient | None,
         cache: ForwardCache,
         metrics: Metrics,
-        clock: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
     ) -> None:
         self._config = config
@@ -96,7 +94,6 @@ class Resolver:
         self._forwarder = forwarder
         self._cache = cache
         self.metrics = metrics
-        self._clock = clock
         self._rng = rng or random.Random()
         self._answerer = CatalogAnswerer(config)
         self._router = Router(config.domains, zone_set)

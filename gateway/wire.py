@@ -96,10 +96,6 @@ class Query:
     def opcode(self) -> int:
         return (self.flags & OPCODE_MASK) >> 11
 
-    @property
-    def labels(self) -> tuple[str, ...]:
-        return tuple(self.qname.split(".")) if self.qname else ()
-
 
 def read_name(data: bytes, offset: int, *, allow_pointers: bool = True) -> tuple[bytes, int]:
     """Reads an uncompressed copy of the name at ``offset``.

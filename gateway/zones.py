@@ -32,7 +32,6 @@ class Zone:
     records: dict[tuple[str, int], tuple[Record, ...]]
     names: frozenset[str]
     soa: Record
-    negative_ttl: int
     cuts: frozenset[str]  # delegated names below the apex
 
     def rrset(self, name: str, rtype: int) -> tuple[Record, ...]:
@@ -80,7 +79,6 @@ def load_zone(path: Path) -> Zone:
         records={k: tuple(v) for k, v in records.items()},
         names=names,
         soa=negative_soa,
-        negative_ttl=negative_ttl,
         cuts=cuts,
     )
 

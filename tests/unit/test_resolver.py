@@ -48,7 +48,6 @@ def make(config: Config | None = None) -> tuple[Resolver, FakeForwarder, Clock]:
         forwarder=forwarder,
         cache=ForwardCache(policy, clock),
         metrics=Metrics(),
-        clock=clock,
         rng=random.Random(1),
     )
     return resolver, forwarder, clock
