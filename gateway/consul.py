@@ -285,6 +285,12 @@ class ConsulSource:
         metrics.gauge("consul_view_available", lambda: 1.0 if self._usable() else 0.0)
         metrics.gauge("consul_view_age_seconds", self.view_age)
         metrics.gauge("consul_watched_services", lambda: len(self._services))
+        # Watches whose first read has arrived: with --consul-watch-all, equal
+        # to consul_watched_services once the whole catalog is in memory.
+        metrics.gauge(
+            "consul_services_loaded",
+            lambda: sum(1 for w in self._services.values() if w.instances is not None),
+        )
         metrics.gauge("consul_watched_datacenters", lambda: len(self._dcs))
         metrics.gauge("consul_cached_queries", lambda: len(self._queries))
         # Watches queued for a blocking-read slot (see MAX_BLOCKING_READS).

@@ -195,9 +195,9 @@ def test_watch_all_watches_every_service_up_front(agent: ConsulAgent, knot: Knot
     with ConsulGateway(agent.http_addr, knot.address, "--consul-watch-all") as gw:
         services = set(agent.get("/v1/catalog/services"))
         wait_for(
-            lambda: gw.metrics()["consul_watched_services"] == len(services),
+            lambda: gw.metrics()["consul_services_loaded"] == len(services),
             timeout=CHANGE_TIMEOUT_S,
-            message=f"all {len(services)} services watched",
+            message=f"all {len(services)} services watched and loaded",
         )
         assert addresses(gw, "eager-a.service.consul") == {"127.0.0.39"}
         assert gw.metrics()["consul_first_fetches"] == 0
