@@ -441,7 +441,11 @@ class ConsulSource:
             self._age_timer.cancel()
             self._age_timer = None
         # Watchers sleeping in backoff retry now, so the view is current again
-        # within a round trip rather than within the longest backoff.
+        # within a round trip rather than within the longest backoff. Their
+        # errors are from the outage: a first query now waits for that retry
+        # (bounded by the first-query timeout) instead of failing at once.
+        for watch in self._services.values():
+            watch.last_error = None
         self._wakeup.set()
         self._wakeup = asyncio.Event()
         self._changed()
