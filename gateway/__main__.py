@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from . import config as cfg
+from gateway import options as cfg
 
 # One help line per option; flags are the option names with '-' for '_'.
 HELP: dict[str, str] = {
@@ -111,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    from . import app
+    from gateway import app
 
     try:
         if config.workers > 1:

@@ -12,15 +12,16 @@ import signal
 import sys
 import time
 
-from . import static_catalog, zones
-from .cache import CachePolicy, ForwardCache
-from .catalog import Snapshot
-from .config import Config, ConfigError
-from .forwarder import Forwarder
-from .metrics import Metrics, serve_http
-from .resolver import Resolver
-from .source import CatalogSource, StaticSource
-from .transport import TcpServer, open_listeners
+from gateway.cache.store import CachePolicy, ForwardCache
+from gateway.catalog import static as static_catalog
+from gateway.catalog.answers import Snapshot
+from gateway.catalog.source import CatalogSource, StaticSource
+from gateway.forward.forwarder import Forwarder
+from gateway.metrics import Metrics, serve_http
+from gateway.options import Config, ConfigError
+from gateway.server.resolver import Resolver
+from gateway.server.transport import TcpServer, open_listeners
+from gateway.zones import zone as zones
 
 log = logging.getLogger("gateway")
 
@@ -33,7 +34,7 @@ def build_source(config: Config) -> CatalogSource:
     )
     if config.consul is None:
         return StaticSource(static)
-    from .consul import ConsulSource  # only needed (and imported) with Consul
+    from gateway.consul.source import ConsulSource  # only needed (and imported) with Consul
 
     source: CatalogSource = ConsulSource(
         config, static=static if config.catalog is not None else None

@@ -11,7 +11,7 @@ from typing import Any
 import dns.rcode
 import pytest
 
-from gateway.config import REPO_ROOT
+from gateway.options import REPO_ROOT
 from tests.support.consul import ConsulAgent, consul_binary, wait_for
 from tests.support.consul_gateway import ConsulGateway
 from tests.support.dnsclient import query

@@ -190,7 +190,7 @@ def test_bad_catalog_file_names_the_file(tmp_path: Path) -> None:
 
 def test_resolv_conf_default_skips_our_own_address(tmp_path: Path) -> None:
     """As the system's only nameserver, the gateway must not forward to itself."""
-    from gateway.config import Endpoint, system_upstreams
+    from gateway.options import Endpoint, system_upstreams
 
     conf = tmp_path / "resolv.conf"
     conf.write_text("nameserver 127.0.0.1\nnameserver 127.0.0.2\nnameserver ::1\n")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dns.message
 
-from gateway import wire
+from gateway.dns import wire
 
 
 def query_bytes(name: str, rdtype: str = "A", *, edns: int | bool = False, do: bool = False,

@@ -1,0 +1,222 @@
+"""The cache of forwarded answers: wire templates with TTLs that count down.
+
+An upstream answer is stored once as a template (ID 0, RD/CD clear, the
+question in lower case, our own OPT or none, by the client's EDNS state),
+plus where each record's TTL sits. A hit patches the TTLs at most once a
+second (age changes in whole seconds) and otherwise returns stored bytes.
+
+- Lifetime: the smallest answer TTL; negative answers (NXDOMAIN, NODATA)
+  live min(SOA TTL, SOA MINIMUM) (RFC 2308 5) and are not cached without
+  an SOA; both clamped by the configured bounds.
+- Bounded by entry count, least recently used evicted.
+- Serve-stale (RFC 8767): an expired entry stays for ``serve_stale``
+  seconds and may answer, with TTL ``stale_answer_ttl`` (RFC 8767 4
+  recommends 30 s), when every upstream fails.
+- Keyed by the fast-path key, which includes the DO bit, so DNSSEC and
+  plain answers never mix.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from gateway.dns import wire
+
+_TTL = struct.Struct("!I")
+# Flag bits cleared in a template's first flag byte: AA (we did not author
+# it) and RD (copied from each query).
+_AA_AND_RD = (wire.FLAG_AA | wire.FLAG_RD) >> 8
+
+
+@dataclass(frozen=True, slots=True)
+class CachePolicy:
+    max_entries: int
+    min_ttl: int
+    max_ttl: int
+    negative_max_ttl: int
+    serve_stale: float
+    stale_answer_ttl: int
+
+
+# A cached answer is a flat tuple of bytes, ints and floats. CPython stops
+# tracking such tuples in its cyclic garbage collector, so a cache of 100,000
+# answers adds nothing to the collector's full passes; objects with slots
+# would be tracked and walked each time (measured: the long tail of p99
+# latency under cache misses). Fields, by index (literal indexes in the code
+# keep their types precise):
+#   0 wire: the template with TTLs as of age    1 age: whole seconds since stored
+#   2 base: the template as stored              3 packed (offset, original TTL) pairs
+#   4 stored: clock time    5 expires    6 stale_until (end of the serve-stale window)
+CachedAnswer = tuple[bytes, int, bytes, bytes, float, float, float]
+_TTL_PLACE = struct.Struct("!HI")
+
+
+def aged(entry: CachedAnswer, age: int) -> CachedAnswer:
+    """The entry with its wire's TTLs lowered by ``age`` seconds (never below 0)."""
+    buf = bytearray(entry[2])
+    for offset, ttl in _TTL_PLACE.iter_unpack(entry[3]):
+        _TTL.pack_into(buf, offset, ttl - age if ttl > age else 0)
+    return (bytes(buf), age, entry[2], entry[3], entry[4], entry[5], entry[6])
+
+
+def with_ttl(entry: CachedAnswer, ttl: int) -> bytes:
+    """The template with every TTL set to ``ttl`` (stale answers, RFC 8767 4)."""
+    buf = bytearray(entry[2])
+    for offset, _ in _TTL_PLACE.iter_unpack(entry[3]):
+        _TTL.pack_into(buf, offset, ttl)
+    return bytes(buf)
+
+
+class ForwardCache:
+    """LRU of cached answers by fast-path key, with an injected clock."""
+
+    def __init__(self, policy: CachePolicy, clock: Callable[[], float]) -> None:
+        self._policy = policy
+        # Public for the hot path (fastpath.make_fast_answer), which reads them.
+        self.clock = clock
+        self.entries: OrderedDict[bytes, CachedAnswer] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def current(self, key: bytes, entry: CachedAnswer, now: float) -> bytes:
+        """``entry``'s template with TTLs as of ``now``; re-aged once a second.
+
+        Re-aging also moves the entry to the LRU's young end: recency is
+        kept to the second, which is enough for eviction and keeps a hit
+        that needs no new TTLs down to a tuple lookup.
+        """
+        age = int(now - entry[4])
+        if age != entry[1]:
+            entry = aged(entry, age)
+            self.entries[key] = entry
+            self.entries.move_to_end(key)
+        return entry[0]
+
+    def fresh(self, key: bytes) -> bytes | None:
+        """The template for ``key`` if it has not expired."""
+        entry = self.entries.get(key)
+        if entry is None:
+            return None
+        now = self.clock()
+        if now >= entry[5]:
+            if now >= entry[6]:
+                del self.entries[key]
+            return None
+        return self.current(key, entry, now)
+
+    def stale(self, key: bytes) -> bytes | None:
+        """An expired template still inside the serve-stale window."""
+        entry = self.entries.get(key)
+        if entry is None:
+            return None
+        now = self.clock()
+        if now >= entry[6]:
+            del self.entries[key]
+            return None
+        if now < entry[5]:
+            return self.current(key, entry, now)
+        return with_ttl(entry, self._policy.stale_answer_ttl)
+
+    def put(self, key: bytes, template: bytes, layout: wire.Layout | None = None) -> int | None:
+        """Stores a response template; returns its lifetime, None if not cacheable.
+
+        ``layout``, when the caller has walked the message already (the
+        template from :func:`make_template`), saves walking it again.
+        """
+        if self._policy.max_entries <= 0:
+            return None
+        lifetime_and_ttls = cacheable(template, self._policy, layout)
+        if lifetime_and_ttls is None:
+            return None
+        lifetime, ttls = lifetime_and_ttls
+        now = self.clock()
+        places = b"".join(_TTL_PLACE.pack(offset, ttl) for offset, ttl in ttls)
+        expires = now + lifetime
+        entry = (template, 0, template, places, now, expires, expires + self._policy.serve_stale)
+        self.entries[key] = entry
+        self.entries.move_to_end(key)
+        while len(self.entries) > self._policy.max_entries:
+            self.entries.popitem(last=False)
+        return lifetime
+
+
+def cacheable(
+    template: bytes, policy: CachePolicy, layout: wire.Layout | None = None
+) -> tuple[int, list[tuple[int, int]]] | None:
+    """(lifetime, TTL places) for a response, or None when it must not be cached."""
+    if layout is None:
+        try:
+            layout = wire.walk_response(template)
+        except wire.FormatError:
+            return None
+    flags = struct.unpack_from("!H", template, 2)[0]
+    rcode = flags & 0xF
+    if flags & wire.FLAG_TC or rcode not in (wire.NOERROR, wire.NXDOMAIN):
+        return None
+    records = [
+        r for r in (*layout.answer, *layout.authority, *layout.additional) if r.rtype != wire.OPT
+    ]
+    ttls = [(r.ttl_offset, r.ttl) for r in records]
+    answers = [r for r in layout.answer if r.rtype != wire.OPT]
+    if rcode == wire.NOERROR and answers:
+        lifetime = min(r.ttl for r in answers)
+        lifetime = min(max(lifetime, policy.min_ttl), policy.max_ttl)
+    else:
+        soa = next((r for r in layout.authority if r.rtype == wire.SOA), None)
+        if soa is None:
+            return None  # RFC 2308 5: no SOA, no negative caching.
+        minimum = _TTL.unpack_from(template, soa.end - 4)[0]
+        lifetime = min(soa.ttl, minimum, policy.negative_max_ttl)
+        lifetime = max(lifetime, policy.min_ttl)
+    if lifetime <= 0:
+        return None
+    return lifetime, ttls
+
+
+def make_template(
+    response: bytes, *, client_edns: wire.Edns | None, payload: int
+) -> tuple[bytes, wire.Layout] | None:
+    """An upstream response made into a template for clients with this EDNS state.
+
+    Clears ID, AA, RD and CD (the fast path copies RD/CD from each query;
+    a forwarded answer is not authoritative from us), lower-cases the
+    question, drops the upstream's OPT record and appends ours when the
+    client sent EDNS. Returns None when the message cannot be handled
+    (then it is relayed once, uncached). The layout returned with it is the
+    response's: every record sits at the same offset in the template (the
+    edits keep lengths; OPT records are not cached).
+    """
+    try:
+        layout = wire.walk_response(response)
+    except wire.FormatError:
+        return None
+    additional = list(layout.additional)
+    body_end = len(response)
+    arcount = len(additional)
+    if additional and additional[-1].rtype == wire.OPT:
+        body_end = additional[-1].start
+        arcount -= 1
+    elif any(r.rtype == wire.OPT for r in additional):
+        return None
+    qname_end = wire.skip_name(response, wire.HEADER_LEN)
+    flags_hi = response[2] & ~_AA_AND_RD & 0xFF
+    flags_lo = (response[3] & ~(wire.FLAG_CD & 0xFF)) | (wire.FLAG_RA & 0xFF)
+    head = b"\x00\x00" + bytes((flags_hi, flags_lo)) + response[4:10]
+    tail = b""
+    if client_edns is not None:
+        tail = wire.opt_record(payload, client_edns.do)
+        arcount += 1
+    template = b"".join(
+        (
+            head,
+            struct.pack("!H", arcount),
+            response[wire.HEADER_LEN : qname_end].lower(),
+            response[qname_end:body_end],
+            tail,
+        )
+    )
+    return template, layout

@@ -1,0 +1,469 @@
+"""Consul names answered from an immutable catalog snapshot.
+
+The snapshot is the whole view (static files, Consul, or both layered); the
+Consul watcher swaps in a new one whole, so an answer never sees half an
+update. :class:`CatalogAnswerer` turns (snapshot, query) into an
+:class:`~gateway.codec.Answer` with no I/O, or says which service or
+prepared query it still has to learn about (the resolver fetches it and
+asks again).
+
+Name forms follow Consul's DNS interface (agent/dns.go in v1.16):
+``<svc>.service``, ``<tag>.<svc>.service``, ``_<svc>._<tag|tcp|udp>.service``,
+``<node>.node``, ``<query>.query``, ``<hex>.addr``, each with an optional
+datacenter label, under the domain or the alt domain.
+"""
+
+from __future__ import annotations
+
+import functools
+import ipaddress
+import struct
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from gateway.dns import wire
+from gateway.dns.codec import Answer, Record
+from gateway.options import Config
+
+PASSING = "passing"
+WARNING = "warning"
+CRITICAL = "critical"
+MAINTENANCE = "maintenance"
+_STATUS_RANK = {PASSING: 0, WARNING: 1, CRITICAL: 2, MAINTENANCE: 3}
+KINDS = ("service", "node", "query", "addr")
+
+
+def worst_status(statuses: Iterable[str]) -> str:
+    """Aggregated health: the worst of the checks (Consul's rule)."""
+    worst = PASSING
+    for status in statuses:
+        if _STATUS_RANK.get(status, 2) > _STATUS_RANK[worst]:
+            worst = status if status in _STATUS_RANK else CRITICAL
+    return worst
+
+
+@dataclass(frozen=True, slots=True)
+class Node:
+    name: str
+    address: str
+    datacenter: str
+    meta: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Instance:
+    """One service instance with its aggregated health."""
+
+    service: str
+    service_id: str
+    node: Node
+    address: str
+    port: int
+    tags: tuple[str, ...] = ()
+    meta: Mapping[str, str] = field(default_factory=dict)
+    weight_passing: int = 1
+    weight_warning: int = 1
+    status: str = PASSING
+
+    @property
+    def effective_address(self) -> str:
+        return self.address or self.node.address
+
+    @property
+    def weight(self) -> int:
+        return self.weight_warning if self.status == WARNING else self.weight_passing
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedResult:
+    """A prepared query's answer: instances plus the DNS TTL it asks for."""
+
+    instances: tuple[Instance, ...]
+    ttl: int | None
+    datacenter: str
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """The catalog view at one moment. Never mutated after construction.
+
+    ``services`` and ``nodes`` are keyed by (datacenter, lower-case name).
+    ``complete`` says whether a service missing from ``services`` is known
+    not to exist (static files, eager watch) or just not fetched yet.
+    ``available`` is False while no usable view exists (Consul down at
+    start, or the view older than its maximum age): answers are SERVFAIL.
+    """
+
+    services: Mapping[tuple[str, str], tuple[Instance, ...]] = field(default_factory=dict)
+    nodes: Mapping[tuple[str, str], Node] = field(default_factory=dict)
+    queries: Mapping[tuple[str, str], PreparedResult] = field(default_factory=dict)
+    datacenters: frozenset[str] = frozenset()
+    complete: bool = True
+    available: bool = True
+    serial: int = field(default_factory=lambda: int(time.time()) & 0xFFFFFFFF)
+
+    def reverse(self, address: str) -> list[str]:
+        """Names that point at ``address``: nodes first, then services."""
+        return self._reverse_index.get(address, [])
+
+    @functools.cached_property
+    def _reverse_index(self) -> dict[str, list[str]]:
+        # Built on the first PTR query against this snapshot, then kept with it.
+        index: dict[str, list[str]] = {}
+        for (dc, _), node in self.nodes.items():
+            _add(index, _canonical_ip(node.address), f"{node.name}.node.{dc}")
+        for (dc, name), instances in self.services.items():
+            for inst in instances:
+                _add(index, _canonical_ip(inst.node.address), f"{inst.node.name}.node.{dc}")
+                if inst.address and inst.address != inst.node.address:
+                    _add(index, _canonical_ip(inst.address), f"{name}.service.{dc}")
+        return index
+
+
+def _add(index: dict[str, list[str]], address: str | None, name: str) -> None:
+    if address is None:
+        return
+    names = index.setdefault(address, [])
+    if name not in names:
+        names.append(name)
+
+
+def _canonical_ip(text: str) -> str | None:
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class NeedService:
+    """The view has not fetched this service yet: fetch, then ask again."""
+
+    datacenter: str
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class NeedQuery:
+    """A prepared query must be executed (or re-executed), then ask again."""
+
+    datacenter: str
+    name: str
+
+
+Outcome = Answer | NeedService | NeedQuery
+
+
+def reverse_address(qname: str) -> str | None:
+    """The IP address a PTR name encodes (in-addr.arpa / ip6.arpa), or None."""
+    labels = qname.split(".")
+    try:
+        if qname.endswith(".in-addr.arpa") and len(labels) == 6:
+            return str(ipaddress.IPv4Address(".".join(reversed(labels[:4]))))
+        if qname.endswith(".ip6.arpa") and len(labels) == 34:
+            nibbles = "".join(reversed(labels[:32]))
+            return str(ipaddress.IPv6Address(int(nibbles, 16)))
+    except ValueError:
+        return None
+    return None
+
+
+class CatalogAnswerer:
+    """Answers names under the Consul domain(s) from a snapshot. No I/O."""
+
+    def __init__(self, config: Config) -> None:
+        self._config = config
+
+    def soa(self, domain: str, serial: int) -> Record:
+        c = self._config
+        rdata = (
+            wire.text_to_wire(f"ns.{domain}")
+            + wire.text_to_wire(f"hostmaster.{domain}")
+            + struct.pack("!IIIII", serial, c.soa_refresh, c.soa_retry, c.soa_expire, c.soa_min_ttl)
+        )
+        return Record(wire.text_to_wire(domain), wire.SOA, c.soa_min_ttl, rdata)
+
+    def _negative(self, rcode: int, domain: str, snap: Snapshot) -> Answer:
+        return Answer(rcode, authority=(self.soa(domain, snap.serial),))
+
+    def answer(self, snap: Snapshot, query: wire.Query, domain: str) -> Outcome:
+        """The answer for ``query``, whose name ends in ``domain``."""
+        rel = query.qname[: -len(domain)].rstrip(".").split(".") if query.qname != domain else []
+        if not rel:
+            return self._apex(snap, query, domain)
+        if not snap.available:
+            return Answer(wire.SERVFAIL, authoritative=False)
+        kind_at = -1
+        for i in range(len(rel) - 1, -1, -1):
+            if rel[i] in KINDS:
+                kind_at = i
+                break
+        if kind_at < 0:
+            return self._negative(wire.NXDOMAIN, domain, snap)
+        kind, head, tail = rel[kind_at], rel[:kind_at], rel[kind_at + 1 :]
+        dc = self._datacenter(tail)
+        if dc is None:
+            return self._negative(wire.NXDOMAIN, domain, snap)
+        if kind == "service":
+            return self._service(snap, query, domain, dc, head)
+        if kind == "node":
+            return self._node(snap, query, domain, dc, head)
+        if kind == "addr":
+            return self._addr(snap, query, domain, head)
+        return self._prepared(snap, query, domain, dc, head)
+
+    def answer_ptr(self, snap: Snapshot, query: wire.Query, address: str) -> Answer | None:
+        """PTR for an address the catalog knows; None lets the router forward."""
+        names = snap.reverse(address)
+        if not names:
+            return None
+        if query.qtype not in (wire.PTR, wire.ANY):
+            return Answer(wire.NOERROR)
+        domain = self._config.domain
+        owner = query.qname_wire.lower()
+        ttl = self._config.node_ttl
+        records = tuple(
+            Record(owner, wire.PTR, ttl, wire.text_to_wire(f"{n}.{domain}")) for n in names
+        )
+        return Answer(wire.NOERROR, answer=records)
+
+    def _datacenter(self, tail: list[str]) -> str | None:
+        if not tail:
+            return self._config.datacenter
+        if len(tail) == 1:
+            return tail[0]
+        if len(tail) == 2 and tail[1] == "dc":
+            return tail[0]
+        return None
+
+    def _apex(self, snap: Snapshot, query: wire.Query, domain: str) -> Answer:
+        owner = wire.text_to_wire(domain)
+        soa = self.soa(domain, snap.serial)
+        ns = Record(owner, wire.NS, self._config.soa_min_ttl, wire.text_to_wire(f"ns.{domain}"))
+        if query.qtype == wire.SOA:
+            return Answer(wire.NOERROR, answer=(soa,))
+        if query.qtype == wire.NS:
+            return Answer(wire.NOERROR, answer=(ns,))
+        if query.qtype == wire.ANY:
+            return Answer(wire.NOERROR, answer=(soa, ns))
+        return Answer(wire.NOERROR, authority=(soa,))
+
+    def _service(
+        self, snap: Snapshot, query: wire.Query, domain: str, dc: str, head: list[str]
+    ) -> Outcome:
+        if len(head) == 1:
+            name, tag = head[0], None
+        elif len(head) == 2 and head[0].startswith("_") and head[1].startswith("_"):
+            # RFC 2782 form: _service._proto; Consul takes _tcp as "any tag"
+            # and anything else, _udp included, as a tag.
+            name, tag = head[0][1:], head[1][1:]
+            if tag == "tcp":
+                tag = None
+        elif len(head) == 2:
+            tag, name = head
+        else:
+            return self._negative(wire.NXDOMAIN, domain, snap)
+        instances = snap.services.get((dc, name))
+        if instances is None:
+            if not snap.complete:
+                return NeedService(dc, name)
+            return self._negative(wire.NXDOMAIN, domain, snap)
+        healthy = self.healthy(instances, tag)
+        if not healthy:
+            return self._negative(wire.NXDOMAIN, domain, snap)
+        return self._instances_answer(
+            query, domain, dc, healthy, self._config.ttl_for_service(name), snap
+        )
+
+    def healthy(self, instances: Iterable[Instance], tag: str | None) -> list[Instance]:
+        """Instances Consul would return: never critical or in maintenance."""
+        worst_ok = WARNING if not self._config.only_passing else PASSING
+        limit = _STATUS_RANK[worst_ok]
+        out = []
+        for inst in instances:
+            if _STATUS_RANK.get(inst.status, 2) > limit:
+                continue
+            if tag is not None and not any(t.lower() == tag for t in inst.tags):
+                continue
+            out.append(inst)
+        return out
+
+    def _instances_answer(
+        self,
+        query: wire.Query,
+        domain: str,
+        dc: str,
+        instances: list[Instance],
+        ttl: int,
+        snap: Snapshot,
+    ) -> Answer:
+        owner = query.qname_wire.lower()
+        qtype = query.qtype
+        if qtype == wire.SRV:
+            return self._srv(owner, domain, dc, instances, ttl)
+        wanted = {wire.A: (wire.A,), wire.AAAA: (wire.AAAA,), wire.ANY: (wire.A, wire.AAAA)}.get(
+            qtype, ()
+        )
+        records: list[Record] = []
+        weights: list[float] = []
+        seen: dict[bytes, int] = {}
+        for inst in instances:
+            rtype, rdata = address_rdata(inst.effective_address)
+            if rtype == wire.CNAME:
+                # A hostname address: Consul answers with a CNAME to it.
+                if qtype in (wire.A, wire.AAAA, wire.ANY):
+                    records.append(Record(owner, wire.CNAME, ttl, rdata))
+                    weights.append(float(inst.weight))
+                continue
+            if rtype not in wanted:
+                continue
+            # Two instances on one address are one record; their weights add.
+            at = seen.get(rdata)
+            if at is not None:
+                weights[at] += inst.weight
+                continue
+            seen[rdata] = len(records)
+            records.append(Record(owner, rtype, ttl, rdata))
+            weights.append(float(inst.weight))
+        if not records:
+            return self._negative(wire.NOERROR, domain, snap)
+        sample = self._config.a_record_limit if qtype in (wire.A, wire.AAAA, wire.ANY) else 0
+        return Answer(wire.NOERROR, answer=tuple(records), weights=tuple(weights), sample=sample)
+
+    def _srv(
+        self, owner: bytes, domain: str, dc: str, instances: list[Instance], ttl: int
+    ) -> Answer:
+        records: list[Record] = []
+        weights: list[float] = []
+        extra: list[Record] = []
+        glued: set[bytes] = set()
+        for inst in instances:
+            target, glue = self._srv_target(inst, domain, dc, ttl)
+            rdata = struct.pack("!HHH", 1, inst.weight, inst.port) + target
+            records.append(Record(owner, wire.SRV, ttl, rdata))
+            weights.append(float(inst.weight))
+            if target in glued:
+                continue
+            glued.add(target)
+            extra.extend(glue)
+            if self._config.node_meta_txt and target.startswith(_node_label(inst, dc, domain)):
+                extra.extend(self._meta_txt(target, inst.node, ttl))
+        return Answer(
+            wire.NOERROR, answer=tuple(records), additional=tuple(extra), weights=tuple(weights)
+        )
+
+    def _srv_target(
+        self, inst: Instance, domain: str, dc: str, ttl: int
+    ) -> tuple[bytes, list[Record]]:
+        address = inst.effective_address
+        rtype, rdata = address_rdata(address)
+        if rtype == wire.CNAME:
+            return rdata, []
+        if inst.address and inst.address != inst.node.address:
+            target = wire.text_to_wire(f"{encode_addr(address)}.addr.{dc}.{domain}")
+        else:
+            target = wire.text_to_wire(f"{inst.node.name}.node.{dc}.{domain}".lower())
+        return target, [Record(target, rtype, ttl, rdata)]
+
+    def _meta_txt(self, owner: bytes, node: Node, ttl: int) -> list[Record]:
+        return [
+            # RFC 1464 attribute form, "key=" for an empty value, as Consul writes it.
+            Record(owner, wire.TXT, ttl, txt_rdata(f"{k}={v}"))
+            for k, v in sorted(node.meta.items())
+        ]
+
+    def _node(
+        self, snap: Snapshot, query: wire.Query, domain: str, dc: str, head: list[str]
+    ) -> Answer:
+        if len(head) != 1:
+            return self._negative(wire.NXDOMAIN, domain, snap)
+        node = snap.nodes.get((dc, head[0]))
+        if node is None:
+            return self._negative(wire.NXDOMAIN, domain, snap)
+        owner = query.qname_wire.lower()
+        ttl = self._config.node_ttl
+        rtype, rdata = address_rdata(node.address)
+        answer: list[Record] = []
+        extra: list[Record] = []
+        if query.qtype in (rtype, wire.ANY) or rtype == wire.CNAME:
+            answer.append(Record(owner, rtype, ttl, rdata))
+        meta = self._meta_txt(owner, node, ttl)
+        if query.qtype in (wire.TXT, wire.ANY):
+            answer.extend(meta)
+        elif answer and self._config.node_meta_txt:
+            extra.extend(meta)
+        if not answer:
+            return self._negative(wire.NOERROR, domain, snap)
+        return Answer(wire.NOERROR, answer=tuple(answer), additional=tuple(extra))
+
+    def _addr(self, snap: Snapshot, query: wire.Query, domain: str, head: list[str]) -> Answer:
+        if len(head) != 1:
+            return self._negative(wire.NXDOMAIN, domain, snap)
+        address = decode_addr(head[0])
+        if address is None:
+            return self._negative(wire.NXDOMAIN, domain, snap)
+        rtype, rdata = address_rdata(address)
+        if query.qtype not in (rtype, wire.ANY):
+            return self._negative(wire.NOERROR, domain, snap)
+        owner = query.qname_wire.lower()
+        return Answer(wire.NOERROR, answer=(Record(owner, rtype, self._config.node_ttl, rdata),))
+
+    def _prepared(
+        self, snap: Snapshot, query: wire.Query, domain: str, dc: str, head: list[str]
+    ) -> Outcome:
+        if len(head) == 1:
+            name = head[0]
+        elif len(head) == 2 and head[0].startswith("_") and head[1].startswith("_"):
+            name = head[0][1:]
+        else:
+            return self._negative(wire.NXDOMAIN, domain, snap)
+        result = snap.queries.get((dc, name))
+        if result is None:
+            if snap.complete:
+                return self._negative(wire.NXDOMAIN, domain, snap)
+            return NeedQuery(dc, name)
+        if not result.instances:
+            return self._negative(wire.NXDOMAIN, domain, snap)
+        ttl = result.ttl if result.ttl is not None else self._config.ttl_for_service(name)
+        return self._instances_answer(
+            query, domain, result.datacenter, list(result.instances), ttl, snap
+        )
+
+
+def _node_label(inst: Instance, dc: str, domain: str) -> bytes:
+    return wire.text_to_wire(f"{inst.node.name}.node.{dc}.{domain}".lower())[:-1]
+
+
+def address_rdata(address: str) -> tuple[int, bytes]:
+    """(A, 4 bytes) / (AAAA, 16 bytes) for an IP; (CNAME, name) otherwise."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return wire.CNAME, wire.text_to_wire(address)
+    return (wire.A if ip.version == 4 else wire.AAAA), ip.packed
+
+
+def encode_addr(address: str) -> str:
+    """Consul's ``<hex>.addr`` label for an IP."""
+    return ipaddress.ip_address(address).packed.hex()
+
+
+def decode_addr(label: str) -> str | None:
+    if len(label) not in (8, 32):
+        return None
+    try:
+        raw = bytes.fromhex(label)
+    except ValueError:
+        return None
+    return str(ipaddress.ip_address(raw))
+
+
+def txt_rdata(text: str) -> bytes:
+    """TXT rdata: the text in character-strings of at most 255 bytes."""
+    raw = text.encode("utf-8")
+    if not raw:
+        return b"\x00"
+    return b"".join(
+        bytes((len(raw[i : i + 255]),)) + raw[i : i + 255] for i in range(0, len(raw), 255)
+    )

@@ -1,0 +1,182 @@
+"""Static local zones from RFC 1035 zone files, answered authoritatively.
+
+dnspython parses the files once at start; the records are then kept as
+plain wire values, so answering touches no DNS library. Supports in-zone
+CNAME chains, wildcards (RFC 4592, simple form), delegations (referral
+with glue), NXDOMAIN vs NODATA (empty non-terminals are NODATA), and the
+SOA in negative answers with TTL min(SOA TTL, MINIMUM) (RFC 2308 3).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import dns.exception
+import dns.rdataclass
+import dns.rdatatype
+import dns.zone
+
+from gateway.dns import wire
+from gateway.dns.codec import Answer, Record
+from gateway.options import ConfigError
+
+ZONE_SUFFIXES = (".zone", ".db")
+# In-zone CNAME chains longer than this are cut (loops are possible).
+MAX_CNAME_CHAIN = 8
+
+
+@dataclass(frozen=True)
+class Zone:
+    origin: str
+    records: dict[tuple[str, int], tuple[Record, ...]]
+    names: frozenset[str]
+    soa: Record
+    cuts: frozenset[str]  # delegated names below the apex
+
+    def rrset(self, name: str, rtype: int) -> tuple[Record, ...]:
+        return self.records.get((name, rtype), ())
+
+
+def load_zone(path: Path) -> Zone:
+    default_origin = path.name
+    for suffix in ZONE_SUFFIXES:
+        if default_origin.endswith(suffix):
+            default_origin = default_origin[: -len(suffix)]
+    try:
+        zone = dns.zone.from_file(str(path), origin=default_origin, relativize=False)
+    except (dns.exception.DNSException, ValueError) as exc:
+        raise ConfigError(f"{path}: zone file error: {exc}") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+    assert zone.origin is not None  # from_file always sets it
+    origin = zone.origin.to_text(omit_final_dot=True).lower()
+    records: dict[tuple[str, int], list[Record]] = {}
+    soa: Record | None = None
+    negative_ttl = 0
+    for name, node in zone.nodes.items():
+        owner_text = name.to_text(omit_final_dot=True).lower()
+        owner = name.to_wire()
+        assert owner is not None  # to_wire() without a file returns bytes
+        for rdataset in node.rdatasets:
+            if rdataset.rdclass != dns.rdataclass.IN:
+                continue
+            for rdata in rdataset:
+                rdata_wire = rdata.to_wire()
+                assert rdata_wire is not None
+                rec = Record(owner, int(rdataset.rdtype), rdataset.ttl, rdata_wire)
+                records.setdefault((owner_text, int(rdataset.rdtype)), []).append(rec)
+                if rdataset.rdtype == dns.rdatatype.SOA and owner_text == origin:
+                    soa = rec
+                    negative_ttl = min(rdataset.ttl, int(rdata.minimum))
+    if soa is None:
+        raise ConfigError(f"{path}: zone {origin!r} has no SOA record at its apex")
+    negative_soa = Record(soa.name, soa.rtype, negative_ttl, soa.rdata)
+    names = frozenset(name for name, _ in records)
+    cuts = frozenset(n for n, t in records if t == wire.NS and n != origin)
+    return Zone(
+        origin=origin,
+        records={k: tuple(v) for k, v in records.items()},
+        names=names,
+        soa=negative_soa,
+        cuts=cuts,
+    )
+
+
+def load_zones(path: Path) -> dict[str, Zone]:
+    """Every zone file in a folder (``*.zone``, ``*.db``), or one file."""
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.is_file() and p.name.endswith(ZONE_SUFFIXES))
+    else:
+        files = [path]
+    zones: dict[str, Zone] = {}
+    for file in files:
+        zone = load_zone(file)
+        if zone.origin in zones:
+            raise ConfigError(f"{file}: zone {zone.origin!r} is defined twice")
+        zones[zone.origin] = zone
+    return zones
+
+
+def answer(zone: Zone, query: wire.Query) -> Answer:
+    """The authoritative answer for a name at or below the zone's origin."""
+    name = query.qname
+    qtype = query.qtype
+    owner = query.qname_wire.lower()
+    cut = _delegation(zone, name)
+    if cut is not None:
+        return _referral(zone, cut)
+    chain: list[Record] = []
+    seen = {name}
+    for _ in range(MAX_CNAME_CHAIN):
+        found = _lookup(zone, name, owner)
+        if found is None:
+            if chain:
+                return Answer(wire.NOERROR, answer=tuple(chain))
+            rcode = wire.NOERROR if _is_empty_non_terminal(zone, name) else wire.NXDOMAIN
+            return Answer(rcode, authority=(zone.soa,))
+        source, owner = found
+        if qtype == wire.ANY:
+            # RFC 8482: one RRset is a complete answer to ANY.
+            for rtype in sorted({t for n, t in zone.records if n == source}):
+                return Answer(wire.NOERROR, answer=(*chain, *_own(zone, source, rtype, owner)))
+        direct = _own(zone, source, qtype, owner)
+        if direct:
+            return Answer(wire.NOERROR, answer=(*chain, *direct))
+        cname = _own(zone, source, wire.CNAME, owner)
+        if not cname or qtype == wire.CNAME:
+            if chain:
+                return Answer(wire.NOERROR, answer=tuple(chain))
+            return Answer(wire.NOERROR, authority=(zone.soa,))
+        chain.extend(cname)
+        target = wire.wire_to_text(cname[0].rdata)
+        if target in seen or not (target == zone.origin or target.endswith("." + zone.origin)):
+            # Out of zone (the client's resolver follows it) or a loop.
+            return Answer(wire.NOERROR, answer=tuple(chain))
+        seen.add(target)
+        name, owner = target, cname[0].rdata
+    return Answer(wire.NOERROR, answer=tuple(chain))
+
+
+def _own(zone: Zone, source: str, rtype: int, owner: bytes) -> tuple[Record, ...]:
+    """The RRset of ``source`` renamed to ``owner`` (differs for wildcards)."""
+    return tuple(
+        Record(owner, r.rtype, r.ttl, r.rdata, r.rclass) for r in zone.rrset(source, rtype)
+    )
+
+
+def _lookup(zone: Zone, name: str, owner: bytes) -> tuple[str, bytes] | None:
+    if name in zone.names:
+        return name, owner
+    # RFC 4592: the wildcard at the closest encloser matches a missing name.
+    labels = name.split(".")
+    for i in range(1, len(labels)):
+        encloser = ".".join(labels[i:])
+        if encloser in zone.names or _is_empty_non_terminal(zone, encloser):
+            wildcard = "*." + encloser
+            return (wildcard, owner) if wildcard in zone.names else None
+        if encloser == zone.origin:
+            break
+    return None
+
+
+def _is_empty_non_terminal(zone: Zone, name: str) -> bool:
+    suffix = "." + name
+    return any(n.endswith(suffix) for n in zone.names)
+
+
+def _delegation(zone: Zone, name: str) -> str | None:
+    for cut in zone.cuts:
+        if name == cut or name.endswith("." + cut):
+            return cut
+    return None
+
+
+def _referral(zone: Zone, cut: str) -> Answer:
+    ns = zone.rrset(cut, wire.NS)
+    glue: list[Record] = []
+    for rec in ns:
+        target = wire.wire_to_text(rec.rdata)
+        glue.extend(zone.rrset(target, wire.A))
+        glue.extend(zone.rrset(target, wire.AAAA))
+    return Answer(wire.NOERROR, authority=ns, additional=tuple(glue), authoritative=False)

@@ -1,0 +1,131 @@
+from __future__ import annotations
+
+import dns.message
+import dns.rcode
+import dns.rrset
+
+from gateway.cache.store import CachePolicy, ForwardCache, make_template
+from gateway.dns import wire
+
+POLICY = CachePolicy(
+    max_entries=3, min_ttl=0, max_ttl=3600, negative_max_ttl=600, serve_stale=100,
+    stale_answer_ttl=30,
+)  # fmt: skip
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def response(name: str, ttl: int = 60, *, rcode: int = 0, soa: tuple[int, int] | None = None,
+             edns: bool = True) -> bytes:  # fmt: skip
+    q = dns.message.make_query(name, "A", use_edns=0 if edns else False)
+    r = dns.message.make_response(q)
+    r.set_rcode(dns.rcode.Rcode(rcode))
+    if rcode == 0 and soa is None:
+        r.answer.append(dns.rrset.from_text(name, ttl, "IN", "A", "192.0.2.1"))
+    if soa is not None:
+        soa_ttl, minimum = soa
+        soa_text = f"ns.example. h.example. 1 2 3 4 {minimum}"
+        r.authority.append(dns.rrset.from_text("example.", soa_ttl, "IN", "SOA", soa_text))
+    return r.to_wire()
+
+
+EDNS = wire.Edns(1232, 0, False)
+
+
+def template(raw: bytes, edns: wire.Edns | None = EDNS) -> bytes:
+    out = make_template(raw, client_edns=edns, payload=1232)
+    assert out is not None
+    template, layout = out
+
+    # Every record but OPT (which is replaced) sits at the same offset.
+    def spans(lay: wire.Layout) -> list[wire.RecordSpan]:
+        return [r for r in (*lay.answer, *lay.authority, *lay.additional) if r.rtype != wire.OPT]
+
+    assert spans(layout) == spans(wire.walk_response(template))
+    return template
+
+
+def test_ttl_counts_down_and_expires() -> None:
+    clock = Clock()
+    cache = ForwardCache(POLICY, clock)
+    assert cache.put(b"k", template(response("a.example.", 60))) == 60
+    clock.now += 10.5
+    hit = cache.fresh(b"k")
+    assert hit is not None and dns.message.from_wire(hit).answer[0].ttl == 50
+    clock.now += 50
+    assert cache.fresh(b"k") is None
+
+
+def test_negative_answers_live_min_of_soa_ttl_and_minimum() -> None:
+    cache = ForwardCache(POLICY, Clock())
+    nx = template(response("n.example.", rcode=dns.rcode.NXDOMAIN, soa=(300, 45)))
+    assert cache.put(b"nx", nx) == 45
+    capped = template(response("m.example.", rcode=dns.rcode.NXDOMAIN, soa=(5000, 5000)))
+    assert cache.put(b"cap", capped) == 600  # negative_max_ttl
+    no_soa = template(response("o.example.", rcode=dns.rcode.NXDOMAIN))
+    assert cache.put(b"nosoa", no_soa) is None  # RFC 2308 5
+
+
+def test_servfail_truncated_and_ttl0_are_not_cached() -> None:
+    cache = ForwardCache(POLICY, Clock())
+    assert cache.put(b"sf", template(response("s.example.", rcode=dns.rcode.SERVFAIL))) is None
+    assert cache.put(b"z", template(response("z.example.", ttl=0))) is None
+    raw = bytearray(template(response("t.example.")))
+    raw[2] |= 0x02
+    assert cache.put(b"tc", bytes(raw)) is None
+
+
+def test_min_and_max_ttl_clamps() -> None:
+    policy = CachePolicy(10, 30, 100, 600, 0, 30)
+    cache = ForwardCache(policy, Clock())
+    assert cache.put(b"low", template(response("a.example.", 5))) == 30
+    assert cache.put(b"high", template(response("b.example.", 5000))) == 100
+
+
+def test_lru_eviction() -> None:
+    clock = Clock()
+    cache = ForwardCache(POLICY, clock)
+    for key in (b"a", b"b", b"c"):
+        cache.put(key, template(response("a.example.")))
+    clock.now += 1  # recency is kept to the second, with the TTLs
+    cache.fresh(b"a")  # a is now the most recently used
+    cache.put(b"d", template(response("a.example.")))
+    assert cache.fresh(b"b") is None and cache.fresh(b"a") is not None and len(cache) == 3
+
+
+def test_serve_stale_window() -> None:
+    clock = Clock()
+    cache = ForwardCache(POLICY, clock)
+    cache.put(b"k", template(response("a.example.", 10)))
+    clock.now += 20
+    assert cache.fresh(b"k") is None
+    stale = cache.stale(b"k")
+    assert stale is not None and dns.message.from_wire(stale).answer[0].ttl == 30
+    clock.now += 100
+    assert cache.stale(b"k") is None
+
+
+def test_template_replaces_opt_clears_id_aa_and_lowercases_question() -> None:
+    raw = bytearray(response("MiXed.example.", edns=True))
+    raw[2] |= 0x04  # AA from the authoritative upstream
+    plain = template(bytes(raw), edns=None)
+    msg = dns.message.from_wire(plain)
+    assert msg.id == 0 and msg.edns == -1 and not msg.flags & dns.flags.AA
+    assert msg.question[0].name.to_text() == "mixed.example."
+    with_do = dns.message.from_wire(template(bytes(raw), edns=wire.Edns(4096, 0, True)))
+    assert with_do.edns == 0 and with_do.payload == 1232 and with_do.ednsflags & dns.flags.DO
+
+
+def test_entries_are_untracked_by_the_cyclic_gc() -> None:
+    import gc
+
+    cache = ForwardCache(POLICY, Clock())
+    cache.put(b"k", template(response("a.example.", 60)))
+    gc.collect()
+    assert not gc.is_tracked(cache.entries[b"k"])

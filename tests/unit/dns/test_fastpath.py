@@ -1,0 +1,127 @@
+from __future__ import annotations
+
+import random
+
+import dns.message
+import pytest
+
+from gateway.dns import codec, fastpath, wire
+from tests.unit.helpers import query_bytes
+
+
+def test_key_folds_name_case_but_not_qtype() -> None:
+    a = fastpath.question_key(query_bytes("WEB.service.consul", "A"))
+    b = fastpath.question_key(query_bytes("web.SERVICE.consul", "A"))
+    assert a is not None and b is not None and a.key == b.key
+    # qtype 65 (HTTPS) is 'A' in ASCII: it must not fold into type 97.
+    t65 = fastpath.question_key(query_bytes("x", "HTTPS"))
+    t97 = fastpath.question_key(query_bytes("x", "TYPE97"))
+    assert t65 is not None and t97 is not None and t65.key != t97.key
+
+
+def test_key_separates_edns_and_do() -> None:
+    keys = {
+        fastpath.question_key(query_bytes("x.y", edns=False)).key,  # type: ignore[union-attr]
+        fastpath.question_key(query_bytes("x.y", edns=0)).key,  # type: ignore[union-attr]
+        fastpath.question_key(query_bytes("x.y", edns=0, do=True)).key,  # type: ignore[union-attr]
+    }
+    assert len(keys) == 3
+
+
+@pytest.mark.parametrize(
+    "packet",
+    [
+        query_bytes("x.y")[:-1],
+        query_bytes("x.y") + b"\x00",
+        query_bytes("x.y", edns=1),  # EDNS version 1: the slow path answers BADVERS
+        b"\x00\x01\x28\x00" + query_bytes("x.y")[4:],  # opcode NOTIFY
+        b"\x00\x01\x80\x00" + query_bytes("x.y")[4:],  # a response
+    ],
+)
+def test_unusual_packets_take_the_slow_path(packet: bytes) -> None:
+    assert fastpath.question_key(packet) is None
+
+
+def test_patch_copies_id_rd_cd_and_question_case() -> None:
+    query = query_bytes("WeB.consul", "A", msg_id=0xBEEF)
+    parsed = wire.parse_query(query)
+    question = parsed.qname_wire.lower() + b"\x00\x01\x00\x01"
+    rec = codec.Record(wire.text_to_wire("web.consul"), wire.A, 5, bytes([192, 0, 2, 1]))
+    template = codec.render(question, codec.Answer(0, answer=(rec,)), edns=None, payload=1232)
+    reply = dns.message.from_wire(fastpath.patch(template, query, parsed.question_end))
+    assert reply.id == 0xBEEF
+    assert reply.flags & dns.flags.RD and reply.flags & dns.flags.QR
+    assert reply.question[0].name.to_text() == "WeB.consul."
+
+
+def a_records(n: int) -> tuple[codec.Record, ...]:
+    return tuple(
+        codec.Record(wire.text_to_wire("s.consul"), wire.A, 0, bytes([10, 0, i // 256, i % 256]))
+        for i in range(n)
+    )
+
+
+QUESTION = wire.text_to_wire("s.consul") + b"\x00\x01\x00\x01"
+
+
+def entry(answer: codec.Answer) -> fastpath.Entry:
+    return fastpath.Entry(QUESTION, answer, edns=None, payload=1232, rng=random.Random(1))
+
+
+def test_weighted_entry_rotates_orderings() -> None:
+    e = entry(codec.Answer(0, answer=a_records(3), weights=(1.0, 1.0, 1.0)))
+    seen = {e.pick(512) for _ in range(200)}
+    assert len(seen) > 3  # several orderings in use
+    for template in seen:
+        assert len(dns.message.from_wire(template).answer[0]) == 3
+
+
+def test_large_weighted_entry_cycles_a_ring() -> None:
+    e = entry(codec.Answer(0, answer=a_records(100), weights=tuple([1.0] * 100)))
+    firsts = {dns.message.from_wire(e.pick(512)).answer[0][0].address for _ in range(300)}
+    assert len(firsts) > 10
+
+
+def test_pick_renders_to_the_limit_with_tc() -> None:
+    e = entry(codec.Answer(0, answer=a_records(100)))
+    cut = e.pick(512)
+    assert len(cut) <= 512 and e.pick(512) is cut  # memoised
+    reply = dns.message.from_wire(cut)
+    assert reply.flags & dns.flags.TC and 0 < len(reply.answer[0]) < 100
+    full = dns.message.from_wire(e.pick(wire.TCP_LIMIT))
+    assert not full.flags & dns.flags.TC and len(full.answer[0]) == 100
+
+
+def test_sample_keeps_k_records() -> None:
+    e = entry(codec.Answer(0, answer=a_records(10), weights=tuple([1.0] * 10), sample=3))
+    assert all(len(dns.message.from_wire(e.pick(512)).answer[0]) == 3 for _ in range(50))
+
+
+def test_answer_table_is_bounded() -> None:
+    table = fastpath.AnswerTable(max_entries=2)
+    for key in (b"a", b"b", b"c"):
+        table.put(key, entry(codec.Answer(0)))
+    assert len(table) == 2 and table.get(b"a") is None
+
+
+def test_fast_answer_agrees_with_question_key_on_mutated_packets() -> None:
+    """The inlined hot path and question_key must accept exactly the same packets."""
+    from gateway.cache.store import CachePolicy, ForwardCache
+
+    table = fastpath.AnswerTable(100)
+    cache = ForwardCache(CachePolicy(10, 0, 10, 10, 0, 30), lambda: 0.0)
+    fast = fastpath.make_fast_answer(table, cache, 1232)
+    rng = random.Random(9)
+    seeds = [query_bytes("a.b", edns=e, do=d) for e in (False, 0) for d in (False, True)]
+    seeds = [s for s in seeds if s]
+    for _ in range(20000):
+        packet = bytearray(rng.choice(seeds))
+        for _ in range(rng.randrange(0, 3)):
+            packet[rng.randrange(len(packet))] = rng.getrandbits(8)
+        raw = bytes(packet)
+        qk = fastpath.question_key(raw)
+        if qk is not None:
+            table.put(qk.key, entry(codec.Answer(0)))
+        answered = fast(raw, False)
+        assert (answered is not None) == (qk is not None), raw
+        table.clear()

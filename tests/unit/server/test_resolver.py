@@ -1,0 +1,155 @@
+"""The request path driven with plain bytes: no sockets, a fake forwarder."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+
+import dns.message
+import dns.rcode
+import dns.rrset
+
+from gateway.cache.store import CachePolicy, ForwardCache
+from gateway.catalog import static as static_catalog
+from gateway.catalog.source import StaticSource
+from gateway.dns import wire
+from gateway.metrics import Metrics
+from gateway.options import EMBEDDED_CATALOG, EMBEDDED_ZONES, Config
+from gateway.server.resolver import Resolver
+from gateway.zones import zone as zones
+from tests.unit.helpers import query_bytes
+
+
+class FakeForwarder:
+    """Records questions; the test decides when and what the upstream answers."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[bytes, bool, Callable[[bytes | None], None]]] = []
+
+    def resolve(self, question: bytes, do: bool, done: Callable[[bytes | None], None]) -> None:
+        self.calls.append((question, do, done))
+
+
+class Clock:
+    now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def make(config: Config | None = None) -> tuple[Resolver, FakeForwarder, Clock]:
+    config = config or Config(upstream=())
+    clock = Clock()
+    forwarder = FakeForwarder()
+    policy = CachePolicy(100, 0, 3600, 600, 60, 30)
+    resolver = Resolver(
+        config,
+        source=StaticSource(static_catalog.load(EMBEDDED_CATALOG, "dc1")),
+        zone_set=zones.load_zones(EMBEDDED_ZONES),
+        forwarder=forwarder,
+        cache=ForwardCache(policy, clock),
+        metrics=Metrics(),
+        rng=random.Random(1),
+    )
+    return resolver, forwarder, clock
+
+
+def ask(resolver: Resolver, packet: bytes, tcp: bool = False) -> list[bytes]:
+    replies: list[bytes] = []
+    fast = resolver.answer_fast(packet, tcp)
+    if fast is not None:
+        return [fast]
+    resolver.answer_slow(packet, tcp, replies.append)
+    return replies
+
+
+def upstream_reply(question: bytes, address: str = "192.0.2.80", ttl: int = 60) -> bytes:
+    name = wire.wire_to_text(question[:-4]) + "."
+    q = dns.message.make_query(name, "A", use_edns=0)
+    r = dns.message.make_response(q)
+    r.answer.append(dns.rrset.from_text(name, ttl, "IN", "A", address))
+    return r.to_wire()
+
+
+def test_catalog_answer_then_fast_path_hit() -> None:
+    resolver, _, _ = make()
+    first = ask(resolver, query_bytes("web.service.consul"))
+    assert resolver.metrics.counters["slow"] == 1
+    second = ask(resolver, query_bytes("WEB.service.consul", msg_id=9))
+    assert resolver.metrics.counters["slow"] == 1  # answered by the fast path
+    assert dns.message.from_wire(first[0]).answer
+    reply = dns.message.from_wire(second[0])
+    assert reply.id == 9 and reply.question[0].name.to_text() == "WEB.service.consul."
+
+
+def test_forwarded_miss_then_cache_hit_then_expiry() -> None:
+    resolver, forwarder, clock = make()
+    assert ask(resolver, query_bytes("www.example.com")) == []
+    (question, do, done) = forwarder.calls[0]
+    assert question == b"\x03www\x07example\x03com\x00\x00\x01\x00\x01" and not do
+    replies: list[bytes] = []
+    resolver.answer_slow(query_bytes("www.example.com", msg_id=7), False, replies.append)
+    assert len(forwarder.calls) == 2  # the fake does not coalesce; the real one does
+    done(upstream_reply(question))
+    slow_before = resolver.metrics.counters["slow"]
+    hit = ask(resolver, query_bytes("WWW.example.com", msg_id=5))
+    assert resolver.metrics.counters["slow"] == slow_before  # a fast-path cache hit
+    assert dns.message.from_wire(hit[0]).answer[0][0].address == "192.0.2.80"
+    clock.now += 61
+    assert ask(resolver, query_bytes("www.example.com")) == []  # expired: forwarded again
+
+
+def test_upstream_failure_serves_stale_then_servfail() -> None:
+    resolver, forwarder, clock = make()
+    ask(resolver, query_bytes("a.example.com"))
+    question, _, done = forwarder.calls[-1]
+    done(upstream_reply(question, ttl=10))
+    clock.now += 20
+    replies: list[bytes] = []
+    resolver.answer_slow(query_bytes("a.example.com"), False, replies.append)
+    forwarder.calls[-1][2](None)
+    stale = dns.message.from_wire(replies[0])
+    assert stale.rcode() == dns.rcode.NOERROR and stale.answer[0].ttl == 30
+    clock.now += 100
+    replies.clear()
+    resolver.answer_slow(query_bytes("a.example.com"), False, replies.append)
+    forwarder.calls[-1][2](None)
+    assert dns.message.from_wire(replies[0]).rcode() == dns.rcode.SERVFAIL
+
+
+def test_rcodes_for_odd_queries() -> None:
+    resolver, _, _ = make()
+    notify = bytearray(query_bytes("web.service.consul"))
+    notify[2] = 0x20  # opcode 4
+    assert ask(resolver, bytes(notify))[0][3] & 0x0F == wire.NOTIMP
+    axfr = ask(resolver, query_bytes("home.arpa", "AXFR"))
+    assert dns.message.from_wire(axfr[0]).rcode() == dns.rcode.REFUSED
+    badvers = ask(resolver, query_bytes("web.service.consul", edns=1))
+    assert dns.message.from_wire(badvers[0]).rcode() == dns.rcode.BADVERS
+    assert ask(resolver, b"\x00\x01\x00")[0][3] & 0x0F == wire.FORMERR
+    assert ask(resolver, b"\x00") == []  # no ID to answer to: dropped
+
+
+def test_no_upstreams_is_servfail() -> None:
+    resolver, _, _ = make()
+    resolver._forwarder = None  # as with an empty upstream list
+    reply = ask(resolver, query_bytes("www.example.com"))
+    assert dns.message.from_wire(reply[0]).rcode() == dns.rcode.SERVFAIL
+
+
+def test_random_garbage_never_raises() -> None:
+    resolver, _, _ = make()
+    rng = random.Random(42)
+    valid = query_bytes("web.service.consul", edns=0)
+    for _ in range(5000):
+        if rng.random() < 0.5:
+            packet = bytes(rng.getrandbits(8) for _ in range(rng.randrange(0, 80)))
+        else:  # mutate a valid query: the nastiest inputs are almost right
+            mutable = bytearray(valid)
+            for _ in range(rng.randrange(1, 4)):
+                mutable[rng.randrange(len(mutable))] = rng.getrandbits(8)
+            packet = bytes(mutable)
+        for tcp in (False, True):
+            for reply in ask(resolver, packet, tcp):
+                assert len(reply) >= 12 and reply[:2] == packet[:2]
+    assert resolver.metrics.counters["internal_errors"] == 0
