@@ -14,7 +14,7 @@ import time
 
 from gateway.cache.store import CachePolicy, ForwardCache
 from gateway.catalog import static as static_catalog
-from gateway.catalog.answers import Snapshot
+from gateway.catalog.model import Snapshot
 from gateway.catalog.source import CatalogSource, StaticSource
 from gateway.forward.forwarder import Forwarder
 from gateway.metrics import Metrics, serve_http

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from gateway.errors import StartupError
+
 DEFAULT_DNS_PORT = 53
 REPO_ROOT = Path(__file__).resolve().parent.parent
 # The embedded default: shipped beside the package in the source tree.
@@ -24,7 +26,7 @@ EMBEDDED_ZONES = REPO_ROOT / "zones"
 RESOLV_CONF = Path("/etc/resolv.conf")
 
 
-class ConfigError(ValueError):
+class ConfigError(StartupError, ValueError):
     """A bad setting; the message names the option and its source."""
 
 

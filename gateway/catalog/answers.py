@@ -15,125 +15,23 @@ datacenter label, under the domain or the alt domain.
 
 from __future__ import annotations
 
-import functools
 import ipaddress
 import struct
-import time
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterable
+from dataclasses import dataclass
 
+from gateway.catalog.model import (
+    KINDS,
+    PASSING,
+    STATUS_RANK,
+    WARNING,
+    Instance,
+    Node,
+    Snapshot,
+)
 from gateway.dns import wire
 from gateway.dns.codec import Answer, Record
 from gateway.options import Config
-
-PASSING = "passing"
-WARNING = "warning"
-CRITICAL = "critical"
-MAINTENANCE = "maintenance"
-_STATUS_RANK = {PASSING: 0, WARNING: 1, CRITICAL: 2, MAINTENANCE: 3}
-KINDS = ("service", "node", "query", "addr")
-
-
-def worst_status(statuses: Iterable[str]) -> str:
-    """Aggregated health: the worst of the checks (Consul's rule)."""
-    worst = PASSING
-    for status in statuses:
-        if _STATUS_RANK.get(status, 2) > _STATUS_RANK[worst]:
-            worst = status if status in _STATUS_RANK else CRITICAL
-    return worst
-
-
-@dataclass(frozen=True, slots=True)
-class Node:
-    name: str
-    address: str
-    datacenter: str
-    meta: Mapping[str, str] = field(default_factory=dict)
-
-
-@dataclass(frozen=True, slots=True)
-class Instance:
-    """One service instance with its aggregated health."""
-
-    service: str
-    service_id: str
-    node: Node
-    address: str
-    port: int
-    tags: tuple[str, ...] = ()
-    meta: Mapping[str, str] = field(default_factory=dict)
-    weight_passing: int = 1
-    weight_warning: int = 1
-    status: str = PASSING
-
-    @property
-    def effective_address(self) -> str:
-        return self.address or self.node.address
-
-    @property
-    def weight(self) -> int:
-        return self.weight_warning if self.status == WARNING else self.weight_passing
-
-
-@dataclass(frozen=True, slots=True)
-class PreparedResult:
-    """A prepared query's answer: instances plus the DNS TTL it asks for."""
-
-    instances: tuple[Instance, ...]
-    ttl: int | None
-    datacenter: str
-
-
-@dataclass(frozen=True)
-class Snapshot:
-    """The catalog view at one moment. Never mutated after construction.
-
-    ``services`` and ``nodes`` are keyed by (datacenter, lower-case name).
-    ``complete`` says whether a service missing from ``services`` is known
-    not to exist (static files, eager watch) or just not fetched yet.
-    ``available`` is False while no usable view exists (Consul down at
-    start, or the view older than its maximum age): answers are SERVFAIL.
-    """
-
-    services: Mapping[tuple[str, str], tuple[Instance, ...]] = field(default_factory=dict)
-    nodes: Mapping[tuple[str, str], Node] = field(default_factory=dict)
-    queries: Mapping[tuple[str, str], PreparedResult] = field(default_factory=dict)
-    datacenters: frozenset[str] = frozenset()
-    complete: bool = True
-    available: bool = True
-    serial: int = field(default_factory=lambda: int(time.time()) & 0xFFFFFFFF)
-
-    def reverse(self, address: str) -> list[str]:
-        """Names that point at ``address``: nodes first, then services."""
-        return self._reverse_index.get(address, [])
-
-    @functools.cached_property
-    def _reverse_index(self) -> dict[str, list[str]]:
-        # Built on the first PTR query against this snapshot, then kept with it.
-        index: dict[str, list[str]] = {}
-        for (dc, _), node in self.nodes.items():
-            _add(index, _canonical_ip(node.address), f"{node.name}.node.{dc}")
-        for (dc, name), instances in self.services.items():
-            for inst in instances:
-                _add(index, _canonical_ip(inst.node.address), f"{inst.node.name}.node.{dc}")
-                if inst.address and inst.address != inst.node.address:
-                    _add(index, _canonical_ip(inst.address), f"{name}.service.{dc}")
-        return index
-
-
-def _add(index: dict[str, list[str]], address: str | None, name: str) -> None:
-    if address is None:
-        return
-    names = index.setdefault(address, [])
-    if name not in names:
-        names.append(name)
-
-
-def _canonical_ip(text: str) -> str | None:
-    try:
-        return str(ipaddress.ip_address(text))
-    except ValueError:
-        return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -279,10 +177,10 @@ class CatalogAnswerer:
     def healthy(self, instances: Iterable[Instance], tag: str | None) -> list[Instance]:
         """Instances Consul would return: never critical or in maintenance."""
         worst_ok = WARNING if not self._config.only_passing else PASSING
-        limit = _STATUS_RANK[worst_ok]
+        limit = STATUS_RANK[worst_ok]
         out = []
         for inst in instances:
-            if _STATUS_RANK.get(inst.status, 2) > limit:
+            if STATUS_RANK.get(inst.status, 2) > limit:
                 continue
             if tag is not None and not any(t.lower() == tag for t in inst.tags):
                 continue

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Protocol
 
-from gateway.catalog.answers import Snapshot
+from gateway.catalog.model import Snapshot
 
 
 class CatalogUnavailable(Exception):

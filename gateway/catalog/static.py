@@ -17,15 +17,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from gateway.catalog.answers import (
-    CRITICAL,
-    PASSING,
-    WARNING,
-    Instance,
-    Node,
-    Snapshot,
-    worst_status,
-)
+from gateway.catalog.model import CRITICAL, PASSING, WARNING, Instance, Node, Snapshot, worst_status
 from gateway.options import ConfigError
 
 DEFAULT_NODE = "static"

@@ -50,7 +50,7 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
-from gateway.catalog.answers import Instance, Node, PreparedResult, Snapshot
+from gateway.catalog.model import Instance, Node, PreparedResult, Snapshot
 from gateway.catalog.source import CatalogUnavailable
 from gateway.consul.http import (
     AioConsulHTTP,

@@ -14,7 +14,7 @@ import re
 from collections.abc import Callable, ItemsView, Iterator, Mapping, ValuesView
 from typing import Any
 
-from gateway.catalog.answers import (
+from gateway.catalog.model import (
     CRITICAL,
     MAINTENANCE,
     PASSING,

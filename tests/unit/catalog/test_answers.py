@@ -4,16 +4,14 @@ import dataclasses
 
 import dns.message
 
-from gateway.catalog.answers import (
+from gateway.catalog.answers import CatalogAnswerer, NeedService, reverse_address
+from gateway.catalog.model import (
     CRITICAL,
     MAINTENANCE,
     WARNING,
-    CatalogAnswerer,
     Instance,
-    NeedService,
     Node,
     Snapshot,
-    reverse_address,
     worst_status,
 )
 from gateway.dns import codec, wire

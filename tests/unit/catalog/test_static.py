@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from gateway.catalog import static as static_catalog
-from gateway.catalog.answers import CRITICAL, WARNING
+from gateway.catalog.model import CRITICAL, WARNING
 from gateway.options import EMBEDDED_CATALOG, ConfigError
 
 

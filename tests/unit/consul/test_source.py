@@ -19,7 +19,7 @@ import aiohttp
 import consul.base
 import pytest
 
-from gateway.catalog.answers import PASSING
+from gateway.catalog.model import PASSING
 from gateway.catalog.source import CatalogUnavailable
 from gateway.consul import source as gc
 from gateway.consul.http import (
@@ -398,7 +398,7 @@ def test_last_good_view_until_max_age_then_unavailable_then_back() -> None:
 
 
 def test_static_names_answer_while_consul_is_unusable() -> None:
-    from gateway.catalog.answers import Instance, Node, Snapshot
+    from gateway.catalog.model import Instance, Node, Snapshot
 
     static_instance = Instance("legacy", "l1", Node("s", "10.9.0.1", "dc1"), "", 80)
     static = Snapshot(services={("dc1", "legacy"): (static_instance,)})

@@ -6,14 +6,13 @@ from typing import Any
 
 import pytest
 
-from gateway.catalog.answers import (
+from gateway.catalog.answers import CatalogAnswerer, NeedService
+from gateway.catalog.model import (
     CRITICAL,
     MAINTENANCE,
     PASSING,
     WARNING,
-    CatalogAnswerer,
     Instance,
-    NeedService,
     Node,
     PreparedResult,
     Snapshot,
