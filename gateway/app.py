@@ -12,6 +12,8 @@ import signal
 import sys
 import time
 
+import dns.name
+
 from gateway.cache.store import CachePolicy, ForwardCache
 from gateway.catalog import static as static_catalog
 from gateway.catalog.model import Snapshot
@@ -88,7 +90,7 @@ async def serve(config: Config, *, ready: asyncio.Event | None = None, worker: i
 def _resolver(
     config: Config,
     source: CatalogSource,
-    zone_set: dict[str, zones.Zone],
+    zone_set: dict[dns.name.Name, zones.Zone],
     forwarder: Forwarder | None,
     cache: ForwardCache,
     metrics: Metrics,
@@ -118,7 +120,7 @@ async def _run(
     source: CatalogSource,
     forwarder: Forwarder | None,
     tcp: TcpServer,
-    zone_set: dict[str, zones.Zone],
+    zone_set: dict[dns.name.Name, zones.Zone],
     worker: int,
     ready: asyncio.Event | None,
 ) -> None:
@@ -148,7 +150,7 @@ async def _run(
             log.info(
                 "catalog: %s; zones: %s; upstreams: %s",
                 f"consul {config.consul}" if config.consul else f"static {config.catalog}",
-                ", ".join(sorted(zone_set)) or "none",
+                zones.describe(zone_set),
                 ", ".join(str(u) for u in config.upstream) or "none (forwarding answers SERVFAIL)",
             )
         stop = asyncio.Event()
@@ -192,7 +194,10 @@ def reload_files(config: Config, resolver: Resolver, source: CatalogSource) -> N
         return
     if snapshot is not None and isinstance(source, StaticSource):
         source.replace(snapshot)
-    log.info("reloaded: zones %s", ", ".join(sorted(zone_set)) or "none")
+    log.info(
+        "reloaded: zones %s",
+        zones.describe(zone_set),
+    )
 
 
 def run(config: Config, worker: int = 0) -> None:

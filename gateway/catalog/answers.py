@@ -15,10 +15,15 @@ datacenter label, under the domain or the alt domain.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import struct
 from collections.abc import Iterable
 from dataclasses import dataclass
+
+import dns.exception
+import dns.name
+import dns.reversename
 
 from gateway.catalog.model import (
     KINDS,
@@ -29,6 +34,7 @@ from gateway.catalog.model import (
     Node,
     Snapshot,
 )
+from gateway.catalog.source import CatalogUnavailable
 from gateway.dns import wire
 from gateway.dns.codec import Answer, Record
 from gateway.options import Config
@@ -53,18 +59,28 @@ class NeedQuery:
 Outcome = Answer | NeedService | NeedQuery
 
 
-def reverse_address(qname: str) -> str | None:
-    """The IP address a PTR name encodes (in-addr.arpa / ip6.arpa), or None."""
-    labels = qname.split(".")
-    try:
-        if qname.endswith(".in-addr.arpa") and len(labels) == 6:
-            return str(ipaddress.IPv4Address(".".join(reversed(labels[:4]))))
-        if qname.endswith(".ip6.arpa") and len(labels) == 34:
-            nibbles = "".join(reversed(labels[:32]))
-            return str(ipaddress.IPv6Address(int(nibbles, 16)))
-    except ValueError:
+_IPV4_REVERSE = dns.name.from_text("in-addr.arpa.")
+_IPV6_REVERSE = dns.name.from_text("ip6.arpa.")
+
+
+def reverse_address(qname: dns.name.Name) -> str | None:
+    """The IP address a full PTR name encodes (in-addr.arpa / ip6.arpa), or None.
+
+    Only whole addresses (4 labels, 32 nibbles): a shorter name is a
+    network, which the catalog holds no names for.
+    """
+    if qname.is_subdomain(_IPV4_REVERSE):
+        whole = len(qname) == len(_IPV4_REVERSE) + 4
+    elif qname.is_subdomain(_IPV6_REVERSE):
+        whole = len(qname) == len(_IPV6_REVERSE) + 32
+    else:
         return None
-    return None
+    if not whole:
+        return None
+    try:
+        return str(ipaddress.ip_address(dns.reversename.to_address(qname)))
+    except (dns.exception.DNSException, ValueError):
+        return None
 
 
 class CatalogAnswerer:
@@ -76,22 +92,22 @@ class CatalogAnswerer:
     def soa(self, domain: str, serial: int) -> Record:
         c = self._config
         rdata = (
-            wire.text_to_wire(f"ns.{domain}")
-            + wire.text_to_wire(f"hostmaster.{domain}")
+            wire.to_wire(f"ns.{domain}")
+            + wire.to_wire(f"hostmaster.{domain}")
             + struct.pack("!IIIII", serial, c.soa_refresh, c.soa_retry, c.soa_expire, c.soa_min_ttl)
         )
-        return Record(wire.text_to_wire(domain), wire.SOA, c.soa_min_ttl, rdata)
+        return Record(wire.to_wire(domain), wire.SOA, c.soa_min_ttl, rdata)
 
     def _negative(self, rcode: int, domain: str, snap: Snapshot) -> Answer:
         return Answer(rcode, authority=(self.soa(domain, snap.serial),))
 
     def answer(self, snap: Snapshot, query: wire.Query, domain: str) -> Outcome:
         """The answer for ``query``, whose name ends in ``domain``."""
-        rel = query.qname[: -len(domain)].rstrip(".").split(".") if query.qname != domain else []
+        rel = _labels_below(query.qname, domain)
         if not rel:
             return self._apex(snap, query, domain)
         if not snap.available:
-            return Answer(wire.SERVFAIL, authoritative=False)
+            raise CatalogUnavailable("no usable catalog view (Consul away too long)")
         kind_at = -1
         for i in range(len(rel) - 1, -1, -1):
             if rel[i] in KINDS:
@@ -111,19 +127,15 @@ class CatalogAnswerer:
             return self._addr(snap, query, domain, head)
         return self._prepared(snap, query, domain, dc, head)
 
-    def answer_ptr(self, snap: Snapshot, query: wire.Query, address: str) -> Answer | None:
-        """PTR for an address the catalog knows; None lets the router forward."""
+    def answer_ptr(self, snap: Snapshot, query: wire.Query, address: str) -> Answer:
+        """PTR for an address the catalog knows (the router checked it does)."""
         names = snap.reverse(address)
-        if not names:
-            return None
         if query.qtype not in (wire.PTR, wire.ANY):
             return Answer(wire.NOERROR)
         domain = self._config.domain
         owner = query.qname_wire.lower()
         ttl = self._config.node_ttl
-        records = tuple(
-            Record(owner, wire.PTR, ttl, wire.text_to_wire(f"{n}.{domain}")) for n in names
-        )
+        records = tuple(Record(owner, wire.PTR, ttl, wire.to_wire(f"{n}.{domain}")) for n in names)
         return Answer(wire.NOERROR, answer=records)
 
     def _datacenter(self, tail: list[str]) -> str | None:
@@ -136,9 +148,9 @@ class CatalogAnswerer:
         return None
 
     def _apex(self, snap: Snapshot, query: wire.Query, domain: str) -> Answer:
-        owner = wire.text_to_wire(domain)
+        owner = wire.to_wire(domain)
         soa = self.soa(domain, snap.serial)
-        ns = Record(owner, wire.NS, self._config.soa_min_ttl, wire.text_to_wire(f"ns.{domain}"))
+        ns = Record(owner, wire.NS, self._config.soa_min_ttl, wire.to_wire(f"ns.{domain}"))
         if query.qtype == wire.SOA:
             return Answer(wire.NOERROR, answer=(soa,))
         if query.qtype == wire.NS:
@@ -259,9 +271,9 @@ class CatalogAnswerer:
         if rtype == wire.CNAME:
             return rdata, []
         if inst.address and inst.address != inst.node.address:
-            target = wire.text_to_wire(f"{encode_addr(address)}.addr.{dc}.{domain}")
+            target = wire.to_wire(f"{encode_addr(address)}.addr.{dc}.{domain}")
         else:
-            target = wire.text_to_wire(f"{inst.node.name}.node.{dc}.{domain}".lower())
+            target = wire.to_wire(f"{inst.node.name}.node.{dc}.{domain}".lower())
         return target, [Record(target, rtype, ttl, rdata)]
 
     def _meta_txt(self, owner: bytes, node: Node, ttl: int) -> list[Record]:
@@ -329,8 +341,20 @@ class CatalogAnswerer:
         )
 
 
+@functools.lru_cache(maxsize=16)
+def _domain_name(domain: str) -> dns.name.Name:
+    return dns.name.from_text(domain)
+
+
+def _labels_below(qname: dns.name.Name, domain: str) -> list[str]:
+    """The labels of ``qname`` left of ``domain``, as text (a label may hold a dot)."""
+    relative = qname.relativize(_domain_name(domain))
+    # Non-ASCII bytes never match a Consul name; backslash escapes keep them apart.
+    return [label.decode("ascii", "backslashreplace") for label in relative.labels]
+
+
 def _node_label(inst: Instance, dc: str, domain: str) -> bytes:
-    return wire.text_to_wire(f"{inst.node.name}.node.{dc}.{domain}".lower())[:-1]
+    return wire.to_wire(f"{inst.node.name}.node.{dc}.{domain}".lower())[:-1]
 
 
 def address_rdata(address: str) -> tuple[int, bytes]:
@@ -338,7 +362,7 @@ def address_rdata(address: str) -> tuple[int, bytes]:
     try:
         ip = ipaddress.ip_address(address)
     except ValueError:
-        return wire.CNAME, wire.text_to_wire(address)
+        return wire.CNAME, wire.to_wire(address)
     return (wire.A if ip.version == 4 else wire.AAAA), ip.packed
 
 

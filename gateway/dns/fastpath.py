@@ -1,15 +1,13 @@
 """The hot path: answers as ready wire bytes keyed on the raw question.
 
 A general DNS library parses a packet in ~80 us; answering 100k queries/s
-leaves ~10 us for everything. So the first thing done with a packet is
-:func:`question_key`: a few slices and comparisons that find the question,
-case-fold the name and read the OPT record, without parsing anything else.
-The key finds a prepared template; :func:`patch` copies the query's ID,
-RD/CD bits and question (the client's letter case, RFC 5452 0x20) into it.
-
-Anything unusual (other opcodes, several questions, compression in the
-question, EDNS version > 0, trailing bytes) makes ``question_key`` return
-None and the slow path parses the packet properly.
+leaves ~10 us for everything. So the first thing done with a packet is to
+key it (:func:`make_fast_answer`): a few slices and comparisons that find
+the question, case-fold the name and read the OPT record, without parsing
+anything else. The key finds a prepared template (an :class:`Entry` of the
+:class:`AnswerTable` for catalog and zone answers, or a cached forwarded
+answer); the query's ID, RD/CD bits and question (the client's letter case,
+RFC 5452 0x20) are copied into it (:func:`patch`).
 """
 
 from __future__ import annotations
@@ -17,70 +15,14 @@ from __future__ import annotations
 import random
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import NamedTuple
 
-from gateway.cache.store import ForwardCache
+from gateway.cache.store import AGE, EXPIRES, STORED, WIRE, CachePolicy, ForwardCache
 from gateway.catalog import weights
 from gateway.dns import codec, wire
 
 # Templates kept per entry (orderings x size limits); bounded so a client
 # cycling through EDNS sizes cannot grow it.
 _MAX_TEMPLATES = 1024
-_NO_EDNS = b"\x00"
-
-
-class QuestionKey(NamedTuple):
-    """What the fast path learnt from a query without parsing it.
-
-    A NamedTuple, not a frozen dataclass: it is built for every query, and
-    tuple construction costs a third as much.
-    """
-
-    key: bytes
-    question_end: int
-    edns: bool
-    do: bool
-    payload: int
-
-
-def question_key(data: bytes) -> QuestionKey | None:
-    """The cache key of a plain query, or None for the slow path.
-
-    Key = case-folded qname + qtype + qclass + one byte of EDNS state
-    (present, DO), because those change the answer's bytes. Only the name
-    is case-folded: lowering the qtype bytes would merge type 65 with 97.
-    """
-    n = len(data)
-    # QR=0 and opcode QUERY; one question; no answer/authority records.
-    if n < 17 or data[2] & 0xF8 or data[4:10] != b"\x00\x01\x00\x00\x00\x00":
-        return None
-    zero = data.find(0, 12)
-    if zero < 0:
-        return None
-    qend = zero + 5
-    arcount = data[10:12]
-    if arcount == b"\x00\x00":
-        if qend != n:
-            return None
-        return QuestionKey(
-            data[12:zero].lower() + data[zero:qend] + _NO_EDNS, qend, False, False, 512
-        )
-    if arcount != b"\x00\x01":
-        return None
-    # OPT: root owner, type 41, payload, ext-rcode, version, flags, rdlen.
-    if n < qend + 11 or data[qend : qend + 3] != b"\x00\x00\x29" or data[qend + 6]:
-        return None
-    if qend + 11 + ((data[qend + 9] << 8) | data[qend + 10]) != n:
-        return None
-    do = bool(data[qend + 7] & 0x80)
-    payload = (data[qend + 3] << 8) | data[qend + 4]
-    return QuestionKey(
-        data[12:zero].lower() + data[zero:qend] + (b"\x03" if do else b"\x01"),
-        qend,
-        True,
-        do,
-        payload if payload > 512 else 512,
-    )
 
 
 def patch(template: bytes, query: bytes, question_end: int) -> bytes:
@@ -229,14 +171,24 @@ class AnswerTable:
 FastAnswer = Callable[[bytes, bool], "bytes | None"]
 
 
-def make_fast_answer(local: AnswerTable, cache: ForwardCache, max_udp: int) -> FastAnswer:
+def make_fast_answer(
+    local: AnswerTable, cache: ForwardCache, max_udp: int, *, key_only: bool = False
+) -> FastAnswer:
     """The hot path as one closure: key, lookup, size, patch; no other calls.
 
-    Equivalent to :func:`question_key` + ``AnswerTable.get`` /
-    ``ForwardCache.fresh`` + :func:`patch` (a unit test holds the two
-    together), written out because every Python call costs ~60 ns and this
-    runs once per query: profiled on the 2-core machines, calls were a third
-    of the time spent in Python per answer.
+    The key is the case-folded qname + qtype + qclass + one byte of EDNS
+    state (none, present, present with DO), because those change the
+    answer's bytes. Only the name is case-folded: lowering the qtype bytes
+    would merge type 65 with 97. Anything unusual (other opcodes, several
+    questions, records besides one OPT, EDNS version > 0, trailing bytes)
+    gives None and the slow path parses the packet properly.
+
+    With ``key_only`` the closure returns the key itself (None where the
+    fast path would not answer): the slow path keys the cache and the
+    answer table with it, so there is one implementation of the key. It
+    costs the answering closure one test of a constant per query; every
+    other Python call would cost ~60 ns, and calls were a third of the time
+    spent in Python per answer (py-spy, 2-core machines).
     """
     local_get = local.entries.get
     cache_get = cache.entries.get
@@ -247,6 +199,7 @@ def make_fast_answer(local: AnswerTable, cache: ForwardCache, max_udp: int) -> F
 
     def answer(data: bytes, tcp: bool) -> bytes | None:
         n = len(data)
+        # QR=0 and opcode QUERY; one question; no answer/authority records.
         if n < 17 or data[2] & 0xF8 or data[4:10] != no_answer_counts:
             return None
         zero = data.find(0, 12)
@@ -260,6 +213,7 @@ def make_fast_answer(local: AnswerTable, cache: ForwardCache, max_udp: int) -> F
             key = data[12:zero].lower() + data[zero:qend] + b"\x00"
             limit = 65535 if tcp else 512
         elif arcount == b"\x00\x01":
+            # OPT: root owner, type 41, payload, ext-rcode, version 0, flags, rdlen.
             if n < qend + 11 or data[qend : qend + 3] != b"\x00\x00\x29" or data[qend + 6]:
                 return None
             if qend + 11 + ((data[qend + 9] << 8) | data[qend + 10]) != n:
@@ -273,6 +227,8 @@ def make_fast_answer(local: AnswerTable, cache: ForwardCache, max_udp: int) -> F
                 limit = 512 if limit < 512 else (max_udp if limit > max_udp else limit)
         else:
             return None
+        if key_only:
+            return key
         entry = local_get(key)
         if entry is not None:
             template = entry.pick(limit)
@@ -281,10 +237,10 @@ def make_fast_answer(local: AnswerTable, cache: ForwardCache, max_udp: int) -> F
             if cached is None:
                 return None
             now = clock()
-            if now >= cached[5]:  # expired: the slow path forwards or serves stale
+            if now >= cached[EXPIRES]:  # expired: the slow path forwards or serves stale
                 return None
-            if int(now - cached[4]) == cached[1]:  # TTLs still right this second
-                template = cached[0]
+            if int(now - cached[STORED]) == cached[AGE]:  # TTLs still right this second
+                template = cached[WIRE]
             else:  # TTLs move once a second; so does the LRU position
                 template = cache_current(key, cached, now)
             if len(template) > limit:
@@ -300,3 +256,12 @@ def make_fast_answer(local: AnswerTable, cache: ForwardCache, max_udp: int) -> F
         )
 
     return answer
+
+
+def make_key_function() -> FastAnswer:
+    """The fast path's key of a packet, or None where the fast path declines it.
+
+    ``len(key) + 11`` is where the question ends in the packet.
+    """
+    nothing = ForwardCache(CachePolicy(0, 0, 0, 0, 0.0, 0), clock=lambda: 0.0)
+    return make_fast_answer(AnswerTable(0), nothing, 512, key_only=True)

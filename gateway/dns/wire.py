@@ -9,9 +9,15 @@ compression.
 
 from __future__ import annotations
 
-import re
 import struct
 from dataclasses import dataclass
+
+import dns.flags
+import dns.name
+import dns.opcode
+import dns.rcode
+import dns.rdataclass
+import dns.rdatatype
 
 HEADER_LEN = 12
 MAX_LABEL_LEN = 63
@@ -20,43 +26,45 @@ MAX_NAME_LEN = 255
 CLASSIC_UDP_LIMIT = 512
 TCP_LIMIT = 65535
 
-# Resource record types.
-A = 1
-NS = 2
-CNAME = 5
-SOA = 6
-PTR = 12
-MX = 15
-TXT = 16
-AAAA = 28
-SRV = 33
-OPT = 41
-ANY = 255
-CLASS_IN = 1
-CLASS_ANY = 255
+# Constants come from dnspython, as plain ints: the hot path and the
+# template code compare and pack them, and an IntEnum would cost a lookup.
+A = int(dns.rdatatype.A)
+NS = int(dns.rdatatype.NS)
+CNAME = int(dns.rdatatype.CNAME)
+SOA = int(dns.rdatatype.SOA)
+PTR = int(dns.rdatatype.PTR)
+MX = int(dns.rdatatype.MX)
+TXT = int(dns.rdatatype.TXT)
+AAAA = int(dns.rdatatype.AAAA)
+SRV = int(dns.rdatatype.SRV)
+OPT = int(dns.rdatatype.OPT)
+AXFR = int(dns.rdatatype.AXFR)
+IXFR = int(dns.rdatatype.IXFR)
+ANY = int(dns.rdatatype.ANY)
+CLASS_IN = int(dns.rdataclass.IN)
+CLASS_ANY = int(dns.rdataclass.ANY)
 
 # Header bits (two flag bytes, as 16 bits).
-FLAG_QR = 0x8000
-FLAG_AA = 0x0400
-FLAG_TC = 0x0200
-FLAG_RD = 0x0100
-FLAG_RA = 0x0080
-FLAG_AD = 0x0020
-FLAG_CD = 0x0010
+FLAG_QR = int(dns.flags.QR)
+FLAG_AA = int(dns.flags.AA)
+FLAG_TC = int(dns.flags.TC)
+FLAG_RD = int(dns.flags.RD)
+FLAG_RA = int(dns.flags.RA)
+FLAG_AD = int(dns.flags.AD)
+FLAG_CD = int(dns.flags.CD)
 OPCODE_MASK = 0x7800
-OPCODE_QUERY = 0
+OPCODE_QUERY = int(dns.opcode.QUERY)
 
-# Response codes.
-NOERROR = 0
-FORMERR = 1
-SERVFAIL = 2
-NXDOMAIN = 3
-NOTIMP = 4
-REFUSED = 5
+NOERROR = int(dns.rcode.NOERROR)
+FORMERR = int(dns.rcode.FORMERR)
+SERVFAIL = int(dns.rcode.SERVFAIL)
+NXDOMAIN = int(dns.rcode.NXDOMAIN)
+NOTIMP = int(dns.rcode.NOTIMP)
+REFUSED = int(dns.rcode.REFUSED)
 # RFC 6891 6.1.3: extended rcode 16 (upper 8 bits in the OPT TTL).
-BADVERS = 16
+BADVERS = int(dns.rcode.BADVERS)
 
-EDNS_DO = 0x8000
+EDNS_DO = int(dns.flags.DO)
 
 _HEADER = struct.Struct("!HHHHHH")
 _RR_FIXED = struct.Struct("!HHIH")
@@ -80,13 +88,13 @@ class Query:
     """A parsed query: what the slow path needs to route and answer it.
 
     ``qname_wire`` keeps the client's letter case (echoed back, RFC 5452
-    0x20); ``qname`` is the lower-case dotted form without the final dot.
+    0x20); ``qname`` is the same name lower-cased, as a dnspython name.
     """
 
     msg_id: int
     flags: int
     qname_wire: bytes
-    qname: str
+    qname: dns.name.Name
     qtype: int
     qclass: int
     edns: Edns | None
@@ -161,56 +169,22 @@ def skip_name(data: bytes, offset: int) -> int:
         pos += 1 + length
 
 
-def wire_to_text(name: bytes) -> str:
-    """Lower-case dotted text of an uncompressed wire name, no final dot."""
-    labels = []
-    pos = 0
-    while name[pos]:
-        length = name[pos]
-        label = name[pos + 1 : pos + 1 + length]
-        labels.append(_label_text(label))
-        pos += 1 + length
-    return ".".join(labels).lower()
+def name_of(qname_wire: bytes) -> dns.name.Name:
+    """The dnspython name of an uncompressed wire name, lower-cased.
 
-
-# Bytes a label cannot show as they are (RFC 1035 5.1 presentation form).
-_NEEDS_ESCAPE = re.compile(rb'[^\x21-\x7e]|[."\\();]')
-
-
-def _label_text(label: bytes) -> str:
-    if not _NEEDS_ESCAPE.search(label):
-        return label.decode("ascii")
-    # Presentation form escapes (RFC 1035 5.1) keep odd labels unambiguous.
-    parts = []
-    for b in label:
-        if 33 <= b < 127 and b not in b'."\\();':
-            parts.append(chr(b))
-        elif b in b'."\\();':
-            parts.append("\\" + chr(b))
-        else:
-            parts.append(f"\\{b:03d}")
-    return "".join(parts)
-
-
-def text_to_wire(name: str) -> bytes:
-    """Wire form of a dotted name (final dot optional). Case is kept.
-
-    Plain ASCII labels only; names with escapes come from dnspython.
+    Routing and answering compare names label by label (a label may hold
+    a dot, ``a\\.b.example.``), which text split on "." cannot do.
     """
-    name = name.rstrip(".")
-    if not name:
-        return b"\x00"
-    out = bytearray()
-    for label in name.split("."):
-        raw = label.encode("ascii")
-        if not raw or len(raw) > MAX_LABEL_LEN:
-            raise ValueError(f"bad label in name {name!r}")
-        out.append(len(raw))
-        out += raw
-    out.append(0)
-    if len(out) > MAX_NAME_LEN:
-        raise ValueError(f"name too long: {name!r}")
-    return bytes(out)
+    return dns.name.from_wire(qname_wire.lower(), 0)[0]
+
+
+def to_wire(name: dns.name.Name | str) -> bytes:
+    """Uncompressed wire form of a name (text is absolute, escapes allowed)."""
+    if isinstance(name, str):
+        name = dns.name.from_text(name)
+    data = name.to_wire()
+    assert data is not None  # to_wire() without a file returns the bytes
+    return data
 
 
 def parse_query(data: bytes) -> Query:
@@ -262,7 +236,7 @@ def parse_query(data: bytes) -> Query:
         msg_id=msg_id,
         flags=flags,
         qname_wire=qname_wire,
-        qname=wire_to_text(qname_wire),
+        qname=name_of(qname_wire),
         qtype=qtype,
         qclass=qclass,
         edns=edns,
@@ -345,6 +319,10 @@ def error_response(query_bytes: bytes, rcode: int, *, edns_payload: int | None =
 
     Echoes the ID and, when the question parses, the question; used for
     FORMERR/NOTIMP/SERVFAIL/REFUSED without trusting the rest of the packet.
+    Written here rather than with dnspython's ``make_response``, which needs a
+    parsed query: a FORMERR packet is exactly the one that does not parse.
+    ``edns_payload`` adds our OPT record (whether one is due is decided by
+    ``gateway.server.rcodes.error_reply``); it carries the upper rcode bits.
     """
     if len(query_bytes) < 2:
         return b""
@@ -363,8 +341,8 @@ def error_response(query_bytes: bytes, rcode: int, *, edns_payload: int | None =
             pass
     tail = b""
     ar = 0
-    if edns_payload is not None or rcode > 15:
-        tail = opt_record(edns_payload or 1232, False, rcode >> 4)
+    if edns_payload is not None:
+        tail = opt_record(edns_payload, False, rcode >> 4)
         ar = 1
     return header(msg_id, flags, qd, 0, 0, ar) + question + tail
 

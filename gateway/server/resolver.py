@@ -2,12 +2,12 @@
 
     listener -> fast path (prepared templates) -> hit: patch and reply
                                             \\-> miss: parse -> router ->
-        catalog | zone -> render -> store template -> reply
-        forward -> cache wrapper -> forwarder (callback) -> store -> reply
+        catalog | reverse | zone -> render -> store template -> reply
+        forward -> cached forwarder (cache, upstreams, serve-stale) -> reply
 
-Failures are mapped to response codes in exactly one place,
-:func:`rcode_for`. Nothing here touches sockets: transports hand in the
-packet and a reply function, so tests drive it with plain bytes.
+Failures are raised and mapped to response codes in one place
+(``gateway.server.rcodes``). Nothing here touches sockets: transports hand
+in the packet and a reply function, so tests drive it with plain bytes.
 """
 
 from __future__ import annotations
@@ -17,17 +17,19 @@ import logging
 import random
 import struct
 from collections.abc import Callable
-from typing import Protocol
 
-from gateway.cache.store import ForwardCache, make_template
-from gateway.catalog import answers as catalog
+import dns.name
+
+from gateway.cache.cached_forwarder import CachedForwarder, Upstreams
+from gateway.cache.store import ForwardCache
 from gateway.catalog.answers import CatalogAnswerer, NeedQuery, NeedService
 from gateway.catalog.source import CatalogSource, CatalogUnavailable
 from gateway.dns import codec, fastpath, wire
 from gateway.dns.codec import Answer
 from gateway.metrics import Metrics
 from gateway.options import Config
-from gateway.server.router import Kind, Router
+from gateway.server import rcodes
+from gateway.server.router import Kind, Route, Router
 from gateway.zones import zone as zones
 
 log = logging.getLogger(__name__)
@@ -36,44 +38,7 @@ Reply = Callable[[bytes], None]
 # At most this many catalog fetches (first queries of a service) at once.
 MAX_PENDING_FETCHES = 4096
 # Zone transfers are not offered.
-_TRANSFER_TYPES = frozenset({251, 252})
-
-
-class ForwardClient(Protocol):
-    """What the resolver needs of a forwarder (gateway.forwarder.Forwarder)."""
-
-    def resolve(self, question: bytes, do: bool, done: Callable[[bytes | None], None]) -> None:
-        """Sends ``question`` upstream; ``done`` gets the response or None."""
-
-
-class NotImplementedOpcode(Exception):
-    """Opcodes other than QUERY (RFC 1035 4.1.1: NOTIMP)."""
-
-
-class BadVersion(Exception):
-    """EDNS version above 0 (RFC 6891 6.1.3: BADVERS)."""
-
-
-class Refused(Exception):
-    """A question we will not answer (zone transfers, odd classes)."""
-
-
-class UpstreamFailure(Exception):
-    """Every upstream failed and nothing stale was left."""
-
-
-def rcode_for(exc: BaseException) -> int:
-    """The one mapping from failures to response codes."""
-    if isinstance(exc, wire.FormatError):
-        return wire.FORMERR
-    if isinstance(exc, NotImplementedOpcode):
-        return wire.NOTIMP
-    if isinstance(exc, BadVersion):
-        return wire.BADVERS
-    if isinstance(exc, Refused):
-        return wire.REFUSED
-    # CatalogUnavailable, UpstreamFailure, timeouts and bugs alike.
-    return wire.SERVFAIL
+_TRANSFER_TYPES = frozenset({wire.AXFR, wire.IXFR})
 
 
 class Resolver:
@@ -84,8 +49,8 @@ class Resolver:
         config: Config,
         *,
         source: CatalogSource,
-        zone_set: dict[str, zones.Zone],
-        forwarder: ForwardClient | None,
+        zone_set: dict[dns.name.Name, zones.Zone],
+        forwarder: Upstreams | None,
         cache: ForwardCache,
         metrics: Metrics,
         rng: random.Random | None = None,
@@ -93,21 +58,29 @@ class Resolver:
         self._config = config
         self._source = source
         self._zones = zone_set
-        self._forwarder = forwarder
-        self._cache = cache
         self.metrics = metrics
         self._rng = rng or random.Random()
         self._answerer = CatalogAnswerer(config)
-        self._router = Router(config.domains, zone_set)
+        self._router = self._make_router(zone_set)
         self._local = fastpath.AnswerTable(max_entries=max(1024, config.cache_size))
         self._max_udp = config.udp_max_payload
         self._fetches = 0
         self._tasks: set[asyncio.Task[None]] = set()
         source.on_change(self._local.clear)
         self._counts = metrics.counters
+        self._forward = CachedForwarder(
+            cache, forwarder, payload=self._max_udp, counts=self._counts
+        )
+        self._key_of = fastpath.make_key_function()
         self._fast = fastpath.make_fast_answer(self._local, cache, self._max_udp)
         # The instance attribute shadows the method: one call less per query.
         self.answer_fast = self._fast  # type: ignore[method-assign,assignment]
+
+    def _make_router(self, zone_set: dict[dns.name.Name, zones.Zone]) -> Router:
+        def knows_address(address: str) -> bool:
+            return bool(self._source.snapshot().reverse(address))
+
+        return Router(self._config.domains, zone_set, knows_address)
 
     # -- the hot path ------------------------------------------------------
 
@@ -133,63 +106,61 @@ class Resolver:
         try:
             self._dispatch(data, query, tcp, reply)
         except Exception as exc:  # bugs answer SERVFAIL, never kill the server
-            if not isinstance(
-                exc, NotImplementedOpcode | BadVersion | Refused | CatalogUnavailable
-            ):
-                self._counts["internal_errors"] += 1
-                log.exception("error answering %s/%d", query.qname, query.qtype)
             self._fail(data, exc, reply, query)
 
     def _fail(
         self, data: bytes, exc: BaseException, reply: Reply, query: wire.Query | None
     ) -> None:
-        rcode = rcode_for(exc)
+        if not rcodes.is_expected(exc):
+            self._counts["internal_errors"] += 1
+            what = f"{query.qname}/{query.qtype}" if query is not None else "a packet"
+            log.error("error answering %s", what, exc_info=exc)
+        rcode = rcodes.rcode_for(exc)
         self._counts[f"rcode_{rcode}"] += 1
-        edns = query.edns if query is not None else None
-        response = wire.error_response(
-            data, rcode, edns_payload=self._max_udp if (edns is not None or rcode > 15) else None
+        response = rcodes.error_reply(
+            data,
+            rcode,
+            client_edns=query is not None and query.edns is not None,
+            payload=self._max_udp,
         )
         if response:
             reply(response)
 
     def _dispatch(self, data: bytes, query: wire.Query, tcp: bool, reply: Reply) -> None:
         if query.opcode != wire.OPCODE_QUERY:
-            raise NotImplementedOpcode()
+            raise rcodes.NotImplementedOpcode()
         if query.edns is not None and query.edns.version > 0:
-            raise BadVersion()
+            raise rcodes.BadVersion()
         if query.qtype in _TRANSFER_TYPES:
-            raise Refused()
+            raise rcodes.Refused()
+        # The fast path's key of this very packet, when its question is the
+        # one parsed here (a zero byte inside a label would fool the key).
+        key = self._key_of(data, tcp)
+        if key is not None and len(key) + 11 != query.question_end:
+            key = None
         route = self._router.route(query.qname)
         if route.kind is Kind.FORWARD:
-            ptr = self._reverse(query)
-            if ptr is not None:
-                self._reply_local(data, query, tcp, ptr, reply)
-                return
-            self._forward(data, query, tcp, reply)
+            self._forward_query(data, query, tcp, key, reply)
             return
         if query.qclass not in (wire.CLASS_IN, wire.CLASS_ANY):
-            raise Refused()
+            raise rcodes.Refused()
         if route.kind is Kind.ZONE:
-            self._reply_local(
-                data, query, tcp, zones.answer(self._zones[route.suffix], query), reply
-            )
-            return
-        self._catalog(data, query, tcp, route.suffix, reply)
-
-    def _reverse(self, query: wire.Query) -> Answer | None:
-        if not query.qname.endswith(("in-addr.arpa", "ip6.arpa")):
-            return None
-        address = catalog.reverse_address(query.qname)
-        if address is None:
-            return None
-        return self._answerer.answer_ptr(self._source.snapshot(), query, address)
+            answer = zones.answer(self._zones[route.name], query)
+            self._reply_local(data, query, tcp, key, answer, reply)
+        elif route.kind is Kind.REVERSE:
+            assert route.address is not None
+            answer = self._answerer.answer_ptr(self._source.snapshot(), query, route.address)
+            self._reply_local(data, query, tcp, key, answer, reply)
+        else:
+            self._catalog(data, query, tcp, key, route, reply)
 
     def _catalog(
-        self, data: bytes, query: wire.Query, tcp: bool, domain: str, reply: Reply
-    ) -> None:
-        outcome = self._answerer.answer(self._source.snapshot(), query, domain)
+        self, data: bytes, query: wire.Query, tcp: bool, key: bytes | None, route: Route,
+        reply: Reply,
+    ) -> None:  # fmt: skip
+        outcome = self._answerer.answer(self._source.snapshot(), query, route.suffix)
         if isinstance(outcome, Answer):
-            self._reply_local(data, query, tcp, outcome, reply)
+            self._reply_local(data, query, tcp, key, outcome, reply)
             return
         # The view lacks this service or prepared query: fetch it (one HTTP
         # round trip, bounded), then answer from the new snapshot.
@@ -197,7 +168,7 @@ class Resolver:
             raise CatalogUnavailable("too many catalog fetches in flight")
         self._fetches += 1
         task = asyncio.get_running_loop().create_task(
-            self._fetch_then_answer(data, query, tcp, domain, outcome, reply)
+            self._fetch_then_answer(data, query, tcp, key, route, outcome, reply)
         )
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -207,7 +178,8 @@ class Resolver:
         data: bytes,
         query: wire.Query,
         tcp: bool,
-        domain: str,
+        key: bytes | None,
+        route: Route,
         need: NeedService | NeedQuery,
         reply: Reply,
     ) -> None:
@@ -217,44 +189,32 @@ class Resolver:
                     await self._source.fetch_service(need.datacenter, need.name)
                 else:
                     await self._source.fetch_query(need.datacenter, need.name)
-            outcome = self._answerer.answer(self._source.snapshot(), query, domain)
+            outcome = self._answerer.answer(self._source.snapshot(), query, route.suffix)
             if not isinstance(outcome, Answer):
                 raise CatalogUnavailable(f"{need} still unknown after fetching")
-            self._reply_local(data, query, tcp, outcome, reply)
+            self._reply_local(data, query, tcp, key, outcome, reply)
         except Exception as exc:
-            if not isinstance(exc, CatalogUnavailable | TimeoutError):
-                log.exception("catalog fetch for %s failed", query.qname)
             self._fail(data, exc, reply, query)
         finally:
             self._fetches -= 1
 
     def _reply_local(
-        self, data: bytes, query: wire.Query, tcp: bool, answer: Answer, reply: Reply
+        self,
+        data: bytes,
+        query: wire.Query,
+        tcp: bool,
+        key: bytes | None,
+        answer: Answer,
+        reply: Reply,
     ) -> None:
-        question = query.qname_wire.lower() + struct.pack("!HH", query.qtype, query.qclass)
         entry = fastpath.Entry(
-            question, answer, edns=query.edns, payload=self._max_udp, rng=self._rng
+            _question(query), answer, edns=query.edns, payload=self._max_udp, rng=self._rng
         )
-        qk = fastpath.question_key(data)
-        # Only keys the fast path would compute for this very question, and
-        # never SERVFAIL (a passing state, not data).
-        if (
-            qk is not None
-            and qk.question_end == query.question_end
-            and answer.rcode != wire.SERVFAIL
-        ):
-            self._local.put(qk.key, entry)
+        if key is not None:
+            self._local.put(key, entry)
         self._counts[f"rcode_{answer.rcode}"] += 1
         template = entry.pick(self._limit(query, tcp))
         reply(fastpath.patch(template, data, query.question_end))
-
-    def _finish(self, template: bytes, data: bytes, query: wire.Query, tcp: bool) -> bytes:
-        """A forwarded (cached or fresh) template cut to size and patched."""
-        limit = self._limit(query, tcp)
-        if len(template) > limit:
-            template = codec.truncate(template, limit)
-            self._counts["truncated"] += 1
-        return fastpath.patch(template, data, query.question_end)
 
     def _limit(self, query: wire.Query, tcp: bool) -> int:
         if tcp:
@@ -265,58 +225,26 @@ class Resolver:
 
     # -- forwarding --------------------------------------------------------
 
-    def _forward(self, data: bytes, query: wire.Query, tcp: bool, reply: Reply) -> None:
-        qk = fastpath.question_key(data)
-        key = qk.key if qk is not None and qk.question_end == query.question_end else None
-        if key is not None:
-            cached = self._cache.fresh(key)
-            if cached is not None:
-                self._counts["cache_hits"] += 1
-                reply(self._finish(cached, data, query, tcp))
-                return
-        if self._forwarder is None:
-            self._serve_stale_or_fail(data, query, tcp, key, reply)
-            return
-        self._counts["forwarded"] += 1
-        question = query.qname_wire.lower() + struct.pack("!HH", query.qtype, query.qclass)
-        do = query.edns.do if query.edns is not None else False
-
-        def done(response: bytes | None) -> None:
-            if response is None:
-                self._serve_stale_or_fail(data, query, tcp, key, reply)
-                return
-            if response[3] & 0x0F in (wire.SERVFAIL, wire.REFUSED):
-                # Every upstream refused or failed: RFC 8767 prefers a stale answer.
-                stale = self._cache.stale(key) if key is not None else None
-                if stale is not None:
-                    self._counts["stale_served"] += 1
-                    reply(self._finish(stale, data, query, tcp))
-                    return
-            made = make_template(response, client_edns=query.edns, payload=self._max_udp)
-            if made is None:
-                # Unusual upstream message: relay it once, uncached.
-                reply(data[:2] + response[2:])
-                return
-            template, layout = made
-            if key is not None:
-                self._cache.put(key, template, layout)
-            reply(self._finish(template, data, query, tcp))
-
-        self._forwarder.resolve(question, do, done)
-
-    def _serve_stale_or_fail(
+    def _forward_query(
         self, data: bytes, query: wire.Query, tcp: bool, key: bytes | None, reply: Reply
     ) -> None:
-        stale = self._cache.stale(key) if key is not None else None
-        if stale is not None:
-            self._counts["stale_served"] += 1
-            reply(self._finish(stale, data, query, tcp))
-            return
-        self._fail(data, UpstreamFailure(), reply, query)
+        def done(template: bytes | None, raw: bool) -> None:
+            if template is None:
+                self._fail(data, rcodes.UpstreamFailure(), reply, query)
+            elif raw:
+                reply(data[:2] + template[2:])
+            else:
+                limit = self._limit(query, tcp)
+                if len(template) > limit:
+                    template = codec.truncate(template, limit)
+                    self._counts["truncated"] += 1
+                reply(fastpath.patch(template, data, query.question_end))
 
-    def replace_zones(self, zone_set: dict[str, zones.Zone]) -> None:
+        self._forward.answer(key, _question(query), query.edns, done)
+
+    def replace_zones(self, zone_set: dict[dns.name.Name, zones.Zone]) -> None:
         """Serves a new set of local zones (reload); ValueError if one clashes."""
-        router = Router(self._config.domains, zone_set)
+        router = self._make_router(zone_set)
         self._zones = zone_set
         self._router = router
         self._local.clear()
@@ -326,3 +254,8 @@ class Resolver:
             task.cancel()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+def _question(query: wire.Query) -> bytes:
+    """The question as templates and the forwarder key it: lower-case name."""
+    return query.qname_wire.lower() + struct.pack("!HH", query.qtype, query.qclass)

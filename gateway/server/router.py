@@ -1,25 +1,41 @@
-"""Longest-suffix routing of a name to exactly one answerer."""
+"""Longest-suffix routing of a name to exactly one answerer.
+
+Names are compared label by label (dnspython names, case-insensitive), so a
+label holding a dot (``a\\.b.example.``) is never mistaken for two labels.
+"""
 
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+
+import dns.name
+
+from gateway.catalog.answers import reverse_address
 
 
 class Kind(enum.Enum):
-    CATALOG = "catalog"
-    ZONE = "zone"
-    FORWARD = "forward"
+    CATALOG = "catalog"  # under a Consul domain
+    REVERSE = "reverse"  # the PTR name of an address the catalog knows
+    ZONE = "zone"  # in a local zone
+    FORWARD = "forward"  # everything else
 
 
 @dataclass(frozen=True, slots=True)
 class Route:
     kind: Kind
-    suffix: str  # the domain or zone origin that matched; "" for FORWARD
+    # The domain or zone origin that matched; the root for REVERSE and FORWARD.
+    name: dns.name.Name = dns.name.root
+    address: str | None = None  # REVERSE: the address the name encodes
+
+    @property
+    def suffix(self) -> str:
+        """The matched domain as text without the final dot ("" for the root)."""
+        return self.name.to_text(omit_final_dot=True) if self.name != dns.name.root else ""
 
 
-FORWARD = Route(Kind.FORWARD, "")
+FORWARD = Route(Kind.FORWARD)
 
 
 class Router:
@@ -28,32 +44,42 @@ class Router:
     The longest matching suffix wins, so a zone ``svc.consul`` would take
     its names away from the catalog, and ``consul`` zone files cannot
     shadow the catalog by accident: the same suffix twice is an error.
+    A reverse name no domain or zone claims goes to the catalog when the
+    catalog knows the address (``knows_address``), else it is forwarded.
     """
 
-    def __init__(self, domains: Iterable[str], zone_origins: Iterable[str]) -> None:
-        self._routes: dict[str, Route] = {}
+    def __init__(
+        self,
+        domains: Iterable[str],
+        zone_origins: Iterable[dns.name.Name],
+        knows_address: Callable[[str], bool] | None = None,
+    ) -> None:
+        self._routes: dict[dns.name.Name, Route] = {}
         for domain in domains:
-            self._add(domain, Route(Kind.CATALOG, domain))
+            name = dns.name.from_text(domain)
+            self._add(name, Route(Kind.CATALOG, name))
         for origin in zone_origins:
             self._add(origin, Route(Kind.ZONE, origin))
+        self._knows_address = knows_address
 
-    def _add(self, suffix: str, route: Route) -> None:
+    def _add(self, suffix: dns.name.Name, route: Route) -> None:
         if suffix in self._routes:
             raise ValueError(
-                f"{suffix!r} is both {self._routes[suffix].kind.value} and {route.kind.value}"
+                f"'{suffix.to_text(omit_final_dot=True)}' is both "
+                f"{self._routes[suffix].kind.value} and {route.kind.value}"
             )
         self._routes[suffix] = route
 
-    def route(self, qname: str) -> Route:
-        """``qname``: lower case, no final dot ("" for the root)."""
+    def route(self, qname: dns.name.Name) -> Route:
         routes = self._routes
         name = qname
-        while name:
+        while len(name) > 1:  # the root (length 1) is never a domain or zone here
             found = routes.get(name)
             if found is not None:
                 return found
-            dot = name.find(".")
-            if dot < 0:
-                break
-            name = name[dot + 1 :]
+            name = name.parent()
+        if self._knows_address is not None:
+            address = reverse_address(qname)
+            if address is not None and self._knows_address(address):
+                return Route(Kind.REVERSE, address=address)
         return FORWARD

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import dns.exception
+import dns.name
 import dns.rdataclass
 import dns.rdatatype
 import dns.zone
@@ -28,13 +29,15 @@ MAX_CNAME_CHAIN = 8
 
 @dataclass(frozen=True)
 class Zone:
-    origin: str
-    records: dict[tuple[str, int], tuple[Record, ...]]
-    names: frozenset[str]
-    soa: Record
-    cuts: frozenset[str]  # delegated names below the apex
+    """One zone's records by (owner, type); owners are dnspython names."""
 
-    def rrset(self, name: str, rtype: int) -> tuple[Record, ...]:
+    origin: dns.name.Name
+    records: dict[tuple[dns.name.Name, int], tuple[Record, ...]]
+    names: frozenset[dns.name.Name]
+    soa: Record
+    cuts: frozenset[dns.name.Name]  # delegated names below the apex
+
+    def rrset(self, name: dns.name.Name, rtype: int) -> tuple[Record, ...]:
         return self.records.get((name, rtype), ())
 
 
@@ -50,14 +53,12 @@ def load_zone(path: Path) -> Zone:
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
     assert zone.origin is not None  # from_file always sets it
-    origin = zone.origin.to_text(omit_final_dot=True).lower()
-    records: dict[tuple[str, int], list[Record]] = {}
+    origin = zone.origin
+    records: dict[tuple[dns.name.Name, int], list[Record]] = {}
     soa: Record | None = None
     negative_ttl = 0
     for name, node in zone.nodes.items():
-        owner_text = name.to_text(omit_final_dot=True).lower()
-        owner = name.to_wire()
-        assert owner is not None  # to_wire() without a file returns bytes
+        owner = wire.to_wire(name)
         for rdataset in node.rdatasets:
             if rdataset.rdclass != dns.rdataclass.IN:
                 continue
@@ -65,12 +66,12 @@ def load_zone(path: Path) -> Zone:
                 rdata_wire = rdata.to_wire()
                 assert rdata_wire is not None
                 rec = Record(owner, int(rdataset.rdtype), rdataset.ttl, rdata_wire)
-                records.setdefault((owner_text, int(rdataset.rdtype)), []).append(rec)
-                if rdataset.rdtype == dns.rdatatype.SOA and owner_text == origin:
+                records.setdefault((name, int(rdataset.rdtype)), []).append(rec)
+                if rdataset.rdtype == dns.rdatatype.SOA and name == origin:
                     soa = rec
                     negative_ttl = min(rdataset.ttl, int(rdata.minimum))
     if soa is None:
-        raise ConfigError(f"{path}: zone {origin!r} has no SOA record at its apex")
+        raise ConfigError(f"{path}: zone '{origin}' has no SOA record at its apex")
     negative_soa = Record(soa.name, soa.rtype, negative_ttl, soa.rdata)
     names = frozenset(name for name, _ in records)
     cuts = frozenset(n for n, t in records if t == wire.NS and n != origin)
@@ -83,19 +84,24 @@ def load_zone(path: Path) -> Zone:
     )
 
 
-def load_zones(path: Path) -> dict[str, Zone]:
+def load_zones(path: Path) -> dict[dns.name.Name, Zone]:
     """Every zone file in a folder (``*.zone``, ``*.db``), or one file."""
     if path.is_dir():
         files = sorted(p for p in path.iterdir() if p.is_file() and p.name.endswith(ZONE_SUFFIXES))
     else:
         files = [path]
-    zones: dict[str, Zone] = {}
+    zones: dict[dns.name.Name, Zone] = {}
     for file in files:
         zone = load_zone(file)
         if zone.origin in zones:
-            raise ConfigError(f"{file}: zone {zone.origin!r} is defined twice")
+            raise ConfigError(f"{file}: zone '{zone.origin}' is defined twice")
         zones[zone.origin] = zone
     return zones
+
+
+def describe(zone_set: dict[dns.name.Name, Zone]) -> str:
+    """The origins of a zone set for a log line ("none" for no zones)."""
+    return ", ".join(sorted(o.to_text(omit_final_dot=True) for o in zone_set)) or "none"
 
 
 def answer(zone: Zone, query: wire.Query) -> Answer:
@@ -129,8 +135,8 @@ def answer(zone: Zone, query: wire.Query) -> Answer:
                 return Answer(wire.NOERROR, answer=tuple(chain))
             return Answer(wire.NOERROR, authority=(zone.soa,))
         chain.extend(cname)
-        target = wire.wire_to_text(cname[0].rdata)
-        if target in seen or not (target == zone.origin or target.endswith("." + zone.origin)):
+        target = dns.name.from_wire(cname[0].rdata, 0)[0]
+        if target in seen or not target.is_subdomain(zone.origin):
             # Out of zone (the client's resolver follows it) or a loop.
             return Answer(wire.NOERROR, answer=tuple(chain))
         seen.add(target)
@@ -138,45 +144,42 @@ def answer(zone: Zone, query: wire.Query) -> Answer:
     return Answer(wire.NOERROR, answer=tuple(chain))
 
 
-def _own(zone: Zone, source: str, rtype: int, owner: bytes) -> tuple[Record, ...]:
+def _own(zone: Zone, source: dns.name.Name, rtype: int, owner: bytes) -> tuple[Record, ...]:
     """The RRset of ``source`` renamed to ``owner`` (differs for wildcards)."""
     return tuple(
         Record(owner, r.rtype, r.ttl, r.rdata, r.rclass) for r in zone.rrset(source, rtype)
     )
 
 
-def _lookup(zone: Zone, name: str, owner: bytes) -> tuple[str, bytes] | None:
+def _lookup(zone: Zone, name: dns.name.Name, owner: bytes) -> tuple[dns.name.Name, bytes] | None:
     if name in zone.names:
         return name, owner
     # RFC 4592: the wildcard at the closest encloser matches a missing name.
-    labels = name.split(".")
-    for i in range(1, len(labels)):
-        encloser = ".".join(labels[i:])
+    encloser = name
+    while encloser != zone.origin and len(encloser) > 1:
+        encloser = encloser.parent()
         if encloser in zone.names or _is_empty_non_terminal(zone, encloser):
-            wildcard = "*." + encloser
+            wildcard = dns.name.Name((b"*", *encloser.labels))
             return (wildcard, owner) if wildcard in zone.names else None
-        if encloser == zone.origin:
-            break
     return None
 
 
-def _is_empty_non_terminal(zone: Zone, name: str) -> bool:
-    suffix = "." + name
-    return any(n.endswith(suffix) for n in zone.names)
+def _is_empty_non_terminal(zone: Zone, name: dns.name.Name) -> bool:
+    return any(n != name and n.is_subdomain(name) for n in zone.names)
 
 
-def _delegation(zone: Zone, name: str) -> str | None:
+def _delegation(zone: Zone, name: dns.name.Name) -> dns.name.Name | None:
     for cut in zone.cuts:
-        if name == cut or name.endswith("." + cut):
+        if name.is_subdomain(cut):
             return cut
     return None
 
 
-def _referral(zone: Zone, cut: str) -> Answer:
+def _referral(zone: Zone, cut: dns.name.Name) -> Answer:
     ns = zone.rrset(cut, wire.NS)
     glue: list[Record] = []
     for rec in ns:
-        target = wire.wire_to_text(rec.rdata)
+        target = dns.name.from_wire(rec.rdata, 0)[0]
         glue.extend(zone.rrset(target, wire.A))
         glue.extend(zone.rrset(target, wire.AAAA))
     return Answer(wire.NOERROR, authority=ns, additional=tuple(glue), authoritative=False)

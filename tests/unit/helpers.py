@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dns.message
+import dns.name
 
 from gateway.dns import wire
 
@@ -16,3 +17,8 @@ def query_bytes(name: str, rdtype: str = "A", *, edns: int | bool = False, do: b
 
 def parsed(name: str, rdtype: str = "A", **kw: object) -> wire.Query:
     return wire.parse_query(query_bytes(name, rdtype, **kw))  # type: ignore[arg-type]
+
+
+def name_text(name_wire: bytes) -> str:
+    """Lower-case text of an uncompressed wire name, without the final dot."""
+    return str(dns.name.from_wire(name_wire, 0)[0].to_text(omit_final_dot=True)).lower()

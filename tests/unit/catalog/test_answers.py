@@ -3,6 +3,9 @@ from __future__ import annotations
 import dataclasses
 
 import dns.message
+import dns.name
+import dns.reversename
+import pytest
 
 from gateway.catalog.answers import CatalogAnswerer, NeedService, reverse_address
 from gateway.catalog.model import (
@@ -14,9 +17,11 @@ from gateway.catalog.model import (
     Snapshot,
     worst_status,
 )
+from gateway.catalog.source import CatalogUnavailable
 from gateway.dns import codec, wire
 from gateway.options import Config
-from tests.unit.helpers import parsed
+from gateway.server import rcodes
+from tests.unit.helpers import name_text, parsed
 
 N1 = Node("n1", "192.0.2.1", "dc1", {"rack": "a"})
 N2 = Node("n2", "192.0.2.2", "dc1")
@@ -103,11 +108,11 @@ def test_srv_targets_glue_and_meta() -> None:
     a = ask("web.service.consul", "SRV")
     rdata = sorted(r.rdata for r in a.answer)
     assert rdata[0][:6] == b"\x00\x01\x00\x02\x00\x50"  # prio 1, weight 2 (warning), port 80
-    extra = {(wire.wire_to_text(r.name), r.rtype) for r in a.additional}
+    extra = {(name_text(r.name), r.rtype) for r in a.additional}
     assert ("n1.node.dc1.consul", wire.A) in extra and ("n1.node.dc1.consul", wire.TXT) in extra
     own = ask("own.service.consul", "SRV")
     target = own.answer[0].rdata[6:]
-    assert wire.wire_to_text(target) == "c6336407.addr.dc1.consul"
+    assert name_text(target) == "c6336407.addr.dc1.consul"
     assert own.additional[0].rdata == bytes([198, 51, 100, 7])
 
 
@@ -150,12 +155,18 @@ def test_incomplete_view_asks_for_a_fetch() -> None:
 
 def test_unavailable_view_is_servfail() -> None:
     down = dataclasses.replace(SNAP, available=False)
-    assert ask("web.service.consul", snap=down).rcode == wire.SERVFAIL
+    with pytest.raises(CatalogUnavailable) as failure:
+        ask("web.service.consul", snap=down)
+    assert rcodes.rcode_for(failure.value) == wire.SERVFAIL
 
 
 def test_reverse_lookup() -> None:
-    assert reverse_address("1.2.0.192.in-addr.arpa") == "192.0.2.1"
-    assert reverse_address("bad.in-addr.arpa") is None
+    assert reverse_address(dns.name.from_text("1.2.0.192.in-addr.arpa")) == "192.0.2.1"
+    assert reverse_address(dns.name.from_text("bad.in-addr.arpa")) is None
+    assert reverse_address(dns.name.from_text("2.0.192.in-addr.arpa")) is None  # a network
+    v6 = dns.reversename.from_address("2001:db8::1")
+    assert reverse_address(v6) == "2001:db8::1"
+    assert reverse_address(v6.parent()) is None
     names = SNAP.reverse("192.0.2.1")
     assert names[0] == "n1.node.dc1"
     assert SNAP.reverse("198.51.100.7") == ["own.service.dc1"]

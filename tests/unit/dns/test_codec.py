@@ -4,14 +4,14 @@ import dns.message
 
 from gateway.dns import codec, wire
 
-QUESTION = wire.text_to_wire("s.consul") + b"\x00\x21\x00\x01"
+QUESTION = wire.to_wire("s.consul") + b"\x00\x21\x00\x01"
 
 
 def srv_answer(count: int) -> codec.Answer:
-    owner = wire.text_to_wire("s.consul")
+    owner = wire.to_wire("s.consul")
     answer, extra = [], []
     for i in range(count):
-        target = wire.text_to_wire(f"node{i}.node.dc1.consul")
+        target = wire.to_wire(f"node{i}.node.dc1.consul")
         answer.append(codec.Record(owner, wire.SRV, 0, b"\x00\x01\x00\x01\x00\x50" + target))
         extra.append(codec.Record(target, wire.A, 0, bytes([10, 0, 0, i])))
     return codec.Answer(0, answer=tuple(answer), additional=tuple(extra))

@@ -8,24 +8,36 @@ import pytest
 from gateway.dns import codec, fastpath, wire
 from tests.unit.helpers import query_bytes
 
+KEY_OF = fastpath.make_key_function()
+
+
+def key(packet: bytes) -> bytes | None:
+    return KEY_OF(packet, False)
+
 
 def test_key_folds_name_case_but_not_qtype() -> None:
-    a = fastpath.question_key(query_bytes("WEB.service.consul", "A"))
-    b = fastpath.question_key(query_bytes("web.SERVICE.consul", "A"))
-    assert a is not None and b is not None and a.key == b.key
+    a = key(query_bytes("WEB.service.consul", "A"))
+    b = key(query_bytes("web.SERVICE.consul", "A"))
+    assert a is not None and b is not None and a == b
     # qtype 65 (HTTPS) is 'A' in ASCII: it must not fold into type 97.
-    t65 = fastpath.question_key(query_bytes("x", "HTTPS"))
-    t97 = fastpath.question_key(query_bytes("x", "TYPE97"))
-    assert t65 is not None and t97 is not None and t65.key != t97.key
+    t65 = key(query_bytes("x", "HTTPS"))
+    t97 = key(query_bytes("x", "TYPE97"))
+    assert t65 is not None and t97 is not None and t65 != t97
 
 
 def test_key_separates_edns_and_do() -> None:
     keys = {
-        fastpath.question_key(query_bytes("x.y", edns=False)).key,  # type: ignore[union-attr]
-        fastpath.question_key(query_bytes("x.y", edns=0)).key,  # type: ignore[union-attr]
-        fastpath.question_key(query_bytes("x.y", edns=0, do=True)).key,  # type: ignore[union-attr]
+        key(query_bytes("x.y", edns=False)),
+        key(query_bytes("x.y", edns=0)),
+        key(query_bytes("x.y", edns=0, do=True)),
     }
-    assert len(keys) == 3
+    assert len(keys) == 3 and None not in keys
+
+
+def test_key_tells_where_the_question_ends() -> None:
+    packet = query_bytes("Web.Service.Consul", "SRV", edns=0)
+    k = key(packet)
+    assert k is not None and len(k) + 11 == wire.parse_query(packet).question_end
 
 
 @pytest.mark.parametrize(
@@ -39,14 +51,14 @@ def test_key_separates_edns_and_do() -> None:
     ],
 )
 def test_unusual_packets_take_the_slow_path(packet: bytes) -> None:
-    assert fastpath.question_key(packet) is None
+    assert key(packet) is None
 
 
 def test_patch_copies_id_rd_cd_and_question_case() -> None:
     query = query_bytes("WeB.consul", "A", msg_id=0xBEEF)
     parsed = wire.parse_query(query)
     question = parsed.qname_wire.lower() + b"\x00\x01\x00\x01"
-    rec = codec.Record(wire.text_to_wire("web.consul"), wire.A, 5, bytes([192, 0, 2, 1]))
+    rec = codec.Record(wire.to_wire("web.consul"), wire.A, 5, bytes([192, 0, 2, 1]))
     template = codec.render(question, codec.Answer(0, answer=(rec,)), edns=None, payload=1232)
     reply = dns.message.from_wire(fastpath.patch(template, query, parsed.question_end))
     assert reply.id == 0xBEEF
@@ -56,12 +68,12 @@ def test_patch_copies_id_rd_cd_and_question_case() -> None:
 
 def a_records(n: int) -> tuple[codec.Record, ...]:
     return tuple(
-        codec.Record(wire.text_to_wire("s.consul"), wire.A, 0, bytes([10, 0, i // 256, i % 256]))
+        codec.Record(wire.to_wire("s.consul"), wire.A, 0, bytes([10, 0, i // 256, i % 256]))
         for i in range(n)
     )
 
 
-QUESTION = wire.text_to_wire("s.consul") + b"\x00\x01\x00\x01"
+QUESTION = wire.to_wire("s.consul") + b"\x00\x01\x00\x01"
 
 
 def entry(answer: codec.Answer) -> fastpath.Entry:
@@ -104,8 +116,8 @@ def test_answer_table_is_bounded() -> None:
     assert len(table) == 2 and table.get(b"a") is None
 
 
-def test_fast_answer_agrees_with_question_key_on_mutated_packets() -> None:
-    """The inlined hot path and question_key must accept exactly the same packets."""
+def test_fast_answer_agrees_with_its_key_function_on_mutated_packets() -> None:
+    """The answering closure and the key-only closure accept exactly the same packets."""
     from gateway.cache.store import CachePolicy, ForwardCache
 
     table = fastpath.AnswerTable(100)
@@ -119,9 +131,9 @@ def test_fast_answer_agrees_with_question_key_on_mutated_packets() -> None:
         for _ in range(rng.randrange(0, 3)):
             packet[rng.randrange(len(packet))] = rng.getrandbits(8)
         raw = bytes(packet)
-        qk = fastpath.question_key(raw)
+        qk = key(raw)
         if qk is not None:
-            table.put(qk.key, entry(codec.Answer(0)))
+            table.put(qk, entry(codec.Answer(0)))
         answered = fast(raw, False)
         assert (answered is not None) == (qk is not None), raw
         table.clear()

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import dns.message
+import dns.name
 import pytest
 
 from gateway.dns import wire
@@ -9,7 +10,8 @@ from tests.unit.helpers import query_bytes
 
 def test_parse_plain_query() -> None:
     q = wire.parse_query(query_bytes("WeB.Service.Consul", "SRV"))
-    assert q.qname == "web.service.consul"
+    assert q.qname == dns.name.from_text("web.service.consul")
+    assert q.qname.to_text() == "web.service.consul."  # lower-cased
     assert q.qname_wire == b"\x03WeB\x07Service\x06Consul\x00"
     assert (q.qtype, q.qclass, q.edns, q.msg_id) == (wire.SRV, wire.CLASS_IN, None, 4660)
 
@@ -76,11 +78,11 @@ def test_error_response_with_extended_rcode_has_opt() -> None:
 
 
 def test_writer_compresses_owner_names_against_the_question() -> None:
-    question = wire.text_to_wire("web.service.consul") + b"\x00\x01\x00\x01"
+    question = wire.to_wire("web.service.consul") + b"\x00\x01\x00\x01"
     w = wire.MessageWriter(question)
-    w.add(wire.text_to_wire("web.service.consul"), wire.A, 1, 0, bytes(4))
-    w.add(wire.text_to_wire("n1.node.dc1.consul"), wire.A, 1, 0, bytes(4))
-    w.add(wire.text_to_wire("N1.node.dc1.consul"), wire.A, 1, 0, bytes([1, 2, 3, 4]))
+    w.add(wire.to_wire("web.service.consul"), wire.A, 1, 0, bytes(4))
+    w.add(wire.to_wire("n1.node.dc1.consul"), wire.A, 1, 0, bytes(4))
+    w.add(wire.to_wire("N1.node.dc1.consul"), wire.A, 1, 0, bytes([1, 2, 3, 4]))
     msg = w.finish(7, wire.FLAG_QR, 3, 0, 0)
     parsed = dns.message.from_wire(msg)
     names = [rrset.name.to_text() for rrset in parsed.answer]

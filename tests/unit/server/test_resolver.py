@@ -17,7 +17,7 @@ from gateway.metrics import Metrics
 from gateway.options import EMBEDDED_CATALOG, EMBEDDED_ZONES, Config
 from gateway.server.resolver import Resolver
 from gateway.zones import zone as zones
-from tests.unit.helpers import query_bytes
+from tests.unit.helpers import name_text, query_bytes
 
 
 class FakeForwarder:
@@ -37,7 +37,9 @@ class Clock:
         return self.now
 
 
-def make(config: Config | None = None) -> tuple[Resolver, FakeForwarder, Clock]:
+def make(
+    config: Config | None = None, *, upstreams: bool = True
+) -> tuple[Resolver, FakeForwarder, Clock]:
     config = config or Config(upstream=())
     clock = Clock()
     forwarder = FakeForwarder()
@@ -46,7 +48,7 @@ def make(config: Config | None = None) -> tuple[Resolver, FakeForwarder, Clock]:
         config,
         source=StaticSource(static_catalog.load(EMBEDDED_CATALOG, "dc1")),
         zone_set=zones.load_zones(EMBEDDED_ZONES),
-        forwarder=forwarder,
+        forwarder=forwarder if upstreams else None,
         cache=ForwardCache(policy, clock),
         metrics=Metrics(),
         rng=random.Random(1),
@@ -64,7 +66,7 @@ def ask(resolver: Resolver, packet: bytes, tcp: bool = False) -> list[bytes]:
 
 
 def upstream_reply(question: bytes, address: str = "192.0.2.80", ttl: int = 60) -> bytes:
-    name = wire.wire_to_text(question[:-4]) + "."
+    name = name_text(question[:-4]) + "."
     q = dns.message.make_query(name, "A", use_edns=0)
     r = dns.message.make_response(q)
     r.answer.append(dns.rrset.from_text(name, ttl, "IN", "A", address))
@@ -131,8 +133,7 @@ def test_rcodes_for_odd_queries() -> None:
 
 
 def test_no_upstreams_is_servfail() -> None:
-    resolver, _, _ = make()
-    resolver._forwarder = None  # as with an empty upstream list
+    resolver, _, _ = make(upstreams=False)  # as with an empty upstream list
     reply = ask(resolver, query_bytes("www.example.com"))
     assert dns.message.from_wire(reply[0]).rcode() == dns.rcode.SERVFAIL
 
@@ -153,3 +154,15 @@ def test_random_garbage_never_raises() -> None:
             for reply in ask(resolver, packet, tcp):
                 assert len(reply) >= 12 and reply[:2] == packet[:2]
     assert resolver.metrics.counters["internal_errors"] == 0
+
+
+def test_a_label_with_a_dot_is_routed_by_labels() -> None:
+    """``a\\.home.arpa.`` is not in the home.arpa zone, nor ``web.service\\.consul.`` in consul."""
+    resolver, forwarder, _ = make()
+    for text in (r"a\.home.arpa", r"web.service\.consul"):
+        before = len(forwarder.calls)
+        assert ask(resolver, query_bytes(text)) == []  # waiting for the upstream
+        assert len(forwarder.calls) == before + 1, text
+    # The same names without the escape are answered locally.
+    assert ask(resolver, query_bytes("a.home.arpa"))
+    assert ask(resolver, query_bytes("web.service.consul"))

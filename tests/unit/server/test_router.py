@@ -1,0 +1,55 @@
+"""Longest-suffix routing, label by label, reverse names included."""
+
+from __future__ import annotations
+
+import dns.name
+import dns.reversename
+import pytest
+
+from gateway.server.router import Kind, Router
+
+
+def name(text: str) -> dns.name.Name:
+    return dns.name.from_text(text)
+
+
+ROUTER = Router(
+    ["consul"],
+    [name("b.example"), name("svc.consul"), name("2.0.192.in-addr.arpa")],
+    knows_address=lambda address: address in {"198.51.100.7", "2001:db8::7"},
+)
+
+
+@pytest.mark.parametrize(
+    ("qname", "kind", "suffix"),
+    [
+        ("web.service.consul", Kind.CATALOG, "consul"),
+        ("consul", Kind.CATALOG, "consul"),
+        ("WEB.Service.CONSUL", Kind.CATALOG, "consul"),
+        ("x.svc.consul", Kind.ZONE, "svc.consul"),  # the longer suffix wins
+        ("a.b.example", Kind.ZONE, "b.example"),
+        ("www.example.com", Kind.FORWARD, ""),
+        (".", Kind.FORWARD, ""),
+        # A label holding a dot is one label: not under b.example, nor consul.
+        (r"a\.b.example", Kind.FORWARD, ""),
+        (r"web.service\.consul", Kind.FORWARD, ""),
+        ("5.2.0.192.in-addr.arpa", Kind.ZONE, "2.0.192.in-addr.arpa"),  # a zone beats the catalog
+        ("7.100.51.198.in-addr.arpa", Kind.REVERSE, ""),
+        ("8.100.51.198.in-addr.arpa", Kind.FORWARD, ""),  # an address the catalog does not know
+        ("100.51.198.in-addr.arpa", Kind.FORWARD, ""),  # a network, not an address
+    ],
+)
+def test_routes(qname: str, kind: Kind, suffix: str) -> None:
+    route = ROUTER.route(name(qname))
+    assert (route.kind, route.suffix) == (kind, suffix)
+
+
+def test_reverse_route_carries_the_address() -> None:
+    route = ROUTER.route(dns.reversename.from_address("2001:db8::7"))
+    assert route.kind is Kind.REVERSE and route.address == "2001:db8::7"
+    assert ROUTER.route(name("7.100.51.198.in-addr.arpa")).address == "198.51.100.7"
+
+
+def test_the_same_suffix_twice_is_an_error() -> None:
+    with pytest.raises(ValueError, match="'consul' is both catalog and zone"):
+        Router(["consul"], [name("consul")])
