@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway import options as cfg
+from gateway.errors import StartupError
 
 # One help line per option; flags are the option names with '-' for '_'.
 HELP: dict[str, str] = {
@@ -103,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     given: dict[str, Any] = {k: v for k, v in vars(args).items() if v is not None and k != "config"}
     try:
         config = cfg.build(given, config_file=Path(args.config) if args.config else None)
-    except cfg.ConfigError as exc:
+    except StartupError as exc:  # any capability's: an option, a zone or catalog file, Consul
         print(f"consul-dns-gateway: {exc}", file=sys.stderr)
         return 2
     logging.basicConfig(
@@ -117,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
         if config.workers > 1:
             return app.run_workers(config)
         app.run(config)
-    except cfg.ConfigError as exc:
+    except StartupError as exc:  # any capability's: an option, a zone or catalog file, Consul
         print(f"consul-dns-gateway: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:

@@ -19,11 +19,15 @@ import dns.zone
 
 from gateway.dns import wire
 from gateway.dns.codec import Answer, Record
-from gateway.options import ConfigError
+from gateway.errors import StartupError
 
 ZONE_SUFFIXES = (".zone", ".db")
 # In-zone CNAME chains longer than this are cut (loops are possible).
 MAX_CNAME_CHAIN = 8
+
+
+class ZoneFileError(StartupError):
+    """A zone file that cannot be served; names the file (and line where known)."""
 
 
 @dataclass(frozen=True)
@@ -46,9 +50,9 @@ def load_zone(path: Path) -> Zone:
     try:
         zone = dns.zone.from_file(str(path), origin=default_origin, relativize=False)
     except (dns.exception.DNSException, ValueError) as exc:
-        raise ConfigError(f"{path}: zone file error: {exc}") from None
+        raise ZoneFileError(f"{path}: zone file error: {exc}") from None
     except OSError as exc:
-        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+        raise ZoneFileError(f"{path}: cannot read: {exc.strerror}") from None
     assert zone.origin is not None  # from_file always sets it
     origin = zone.origin.to_text(omit_final_dot=True).lower()
     records: dict[tuple[str, int], list[Record]] = {}
@@ -70,7 +74,7 @@ def load_zone(path: Path) -> Zone:
                     soa = rec
                     negative_ttl = min(rdataset.ttl, int(rdata.minimum))
     if soa is None:
-        raise ConfigError(f"{path}: zone {origin!r} has no SOA record at its apex")
+        raise ZoneFileError(f"{path}: zone {origin!r} has no SOA record at its apex")
     negative_soa = Record(soa.name, soa.rtype, negative_ttl, soa.rdata)
     names = frozenset(name for name, _ in records)
     cuts = frozenset(n for n, t in records if t == wire.NS and n != origin)
@@ -93,7 +97,7 @@ def load_zones(path: Path) -> dict[str, Zone]:
     for file in files:
         zone = load_zone(file)
         if zone.origin in zones:
-            raise ConfigError(f"{file}: zone {zone.origin!r} is defined twice")
+            raise ZoneFileError(f"{file}: zone {zone.origin!r} is defined twice")
         zones[zone.origin] = zone
     return zones
 

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from gateway.dns import codec, wire
-from gateway.options import EMBEDDED_ZONES, ConfigError
+from gateway.options import EMBEDDED_ZONES
 from gateway.zones import zone as zones
 from tests.unit.helpers import parsed
 
@@ -72,5 +72,5 @@ def test_embedded_zone_and_errors(tmp_path: Path) -> None:
     assert "home.arpa" in zones.load_zones(EMBEDDED_ZONES)
     bad = tmp_path / "bad.zone"
     bad.write_text("$ORIGIN bad.\n@ IN A not-an-ip\n")
-    with pytest.raises(ConfigError, match=r"bad\.zone"):
+    with pytest.raises(zones.ZoneFileError, match=r"bad\.zone"):
         zones.load_zones(tmp_path)
