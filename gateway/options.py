@@ -41,11 +41,11 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 EMBEDDED_CATALOG = REPO_ROOT / "zones" / "catalog"
 EMBEDDED_ZONES = REPO_ROOT / "zones"
 RESOLV_CONF = Path("/etc/resolv.conf")
+DAY_SECONDS = 86400.0
 # RFC 2181 section 8: a TTL is an unsigned 31-bit number of seconds.
 MAX_TTL_SECONDS = 2**31 - 1
 # Upper bound for durations that have no natural limit; catches typos in units.
-MAX_DURATION_SECONDS = 10 * 365 * 86400.0
-DAY_SECONDS = 86400.0
+MAX_DURATION_SECONDS = 10 * 365 * DAY_SECONDS
 
 
 class ConfigError(StartupError, ValueError):
