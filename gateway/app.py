@@ -18,6 +18,7 @@ from gateway.cache.store import CachePolicy, ForwardCache
 from gateway.catalog import static as static_catalog
 from gateway.catalog.model import Snapshot
 from gateway.catalog.source import CatalogSource, StaticSource
+from gateway.errors import StartupError
 from gateway.forward.forwarder import Forwarder
 from gateway.metrics import Metrics, serve_http
 from gateway.options import Config, ConfigError
@@ -189,7 +190,7 @@ def reload_files(config: Config, resolver: Resolver, source: CatalogSource) -> N
         if isinstance(source, StaticSource) and config.catalog is not None:
             snapshot = static_catalog.load(config.catalog, config.datacenter)
         resolver.replace_zones(zone_set)
-    except (ConfigError, ValueError) as exc:
+    except (StartupError, ValueError) as exc:  # a bad zone or catalog file, a zone clash
         log.error("reload failed, still serving the previous files: %s", exc)
         return
     if snapshot is not None and isinstance(source, StaticSource):

@@ -1,15 +1,32 @@
-"""One typed, frozen configuration, parsed and validated in one place.
+"""One typed, frozen configuration; every option declared once, on its field.
 
-Sources, later ones winning: built-in defaults, a TOML file (``--config``),
-command-line flags. Every TOML key is the flag's name with ``_`` for ``-``.
-Unknown keys and bad values raise :class:`ConfigError` naming the option
-and where it came from (the file, or "command line").
+Each field of :class:`Config` carries its option's declaration
+(:func:`declare`): default, converter (type and range), environment variable,
+whether it repeats, metavar and meaning. From these come the command-line
+flags (``gateway.__main__``), the TOML keys (the field names), the
+environment mapping (:func:`read_environment`), the checks of
+:func:`convert`, and the README's option table (:func:`markdown_table`,
+``python -m gateway.options --markdown``).
+
+Sources, later ones winning: defaults, environment, a TOML file
+(``--config``), command-line flags. Reading a source is one step
+(:func:`read_toml`, :func:`read_environment`), checking its values another
+(:func:`convert`); either raises :class:`ConfigError` naming the option and
+the source (the file, "environment" or "command line").
+
+:func:`build` returns the configuration as given: an unset ``upstream``,
+``catalog`` or ``zones`` stays ``None``. :func:`with_system_defaults` fills
+them from this machine (/etc/resolv.conf, the embedded files) and is called
+once, where the gateway starts.
 """
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
 import ipaddress
 import os
+import sys
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
@@ -24,6 +41,11 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 EMBEDDED_CATALOG = REPO_ROOT / "zones" / "catalog"
 EMBEDDED_ZONES = REPO_ROOT / "zones"
 RESOLV_CONF = Path("/etc/resolv.conf")
+DAY_SECONDS = 86400.0
+# RFC 2181 section 8: a TTL is an unsigned 31-bit number of seconds.
+MAX_TTL_SECONDS = 2**31 - 1
+# Upper bound for durations that have no natural limit; catches typos in units.
+MAX_DURATION_SECONDS = 10 * 365 * DAY_SECONDS
 
 
 class ConfigError(StartupError, ValueError):
@@ -37,70 +59,6 @@ class Endpoint:
 
     def __str__(self) -> str:
         return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
-
-
-@dataclass(frozen=True, slots=True)
-class Config:
-    """Everything the gateway can be told. Durations in seconds."""
-
-    listen: tuple[Endpoint, ...] = (Endpoint("127.0.0.1", DEFAULT_DNS_PORT),)
-    upstream: tuple[Endpoint, ...] | None = None  # None: from /etc/resolv.conf
-    catalog: Path | None = None
-    zones: Path | None = None
-    domain: str = "consul"
-    alt_domain: str | None = None
-    datacenter: str = "dc1"
-    # Consul (issue: live catalog)
-    consul: str | None = None
-    consul_token: str | None = field(default=None, repr=False)
-    consul_ca: Path | None = None
-    consul_cert: Path | None = None
-    consul_key: Path | None = None
-    consul_tls_verify: bool = True
-    consul_watch_all: bool = False
-    consul_max_stale: float = 10.0
-    consul_view_max_age: float = 3600.0
-    consul_idle_unwatch: float = 600.0
-    consul_first_query_timeout: float = 2.0
-    consul_wait: float = 60.0
-    # Catalog answers
-    only_passing: bool = False
-    a_record_limit: int = 0
-    service_ttl: Mapping[str, int] = field(default_factory=lambda: {"*": 0})
-    node_ttl: int = 0
-    node_meta_txt: bool = True
-    soa_refresh: int = 3600
-    soa_retry: int = 600
-    soa_expire: int = 86400
-    soa_min_ttl: int = 0
-    # Transport
-    udp_max_payload: int = 1232
-    tcp_idle_timeout: float = 10.0
-    tcp_max_connections: int = 1024
-    workers: int = 1
-    # Forwarder and cache
-    forward_timeout: float = 1.0
-    forward_deadline: float = 3.0
-    forward_max_inflight: int = 1024
-    cache_size: int = 100_000
-    cache_min_ttl: int = 0
-    cache_max_ttl: int = 86400
-    cache_negative_max_ttl: int = 3600
-    serve_stale: float = 86400.0
-    stale_answer_ttl: int = 30
-    # Operations
-    log_level: str = "info"
-    metrics_listen: Endpoint | None = None
-
-    def ttl_for_service(self, name: str) -> int:
-        ttl = self.service_ttl.get(name.lower())
-        if ttl is None:
-            ttl = self.service_ttl.get("*", 0)
-        return ttl
-
-    @property
-    def domains(self) -> tuple[str, ...]:
-        return (self.domain,) if self.alt_domain is None else (self.domain, self.alt_domain)
 
 
 def parse_endpoint(text: str, default_port: int | None) -> Endpoint:
@@ -253,10 +211,9 @@ def _ttl_map(value: Any) -> Mapping[str, int]:
             pairs[name.strip()] = ttl.strip()
     else:
         raise ValueError(f"{value!r} is not a table of service name to seconds")
-    ttl_of = _int_range(0, 2**31 - 1)
     result = {"*": 0}
     for name, ttl in pairs.items():
-        result[str(name).lower()] = ttl_of(ttl)
+        result[str(name).lower()] = _TTL(ttl)
     return result
 
 
@@ -267,57 +224,388 @@ def _log_level(value: Any) -> str:
     return level
 
 
-_SECONDS = _float_range(0.0, 10 * 365 * 86400.0)
-_TTL = _int_range(0, 2**31 - 1)
+_SECONDS = _float_range(0.0, MAX_DURATION_SECONDS)
+_TTL = _int_range(0, MAX_TTL_SECONDS)
 
-# One converter per option: the single place where values are checked.
-CONVERTERS: dict[str, Callable[[Any], Any]] = {
-    "listen": _listen_list,
-    "upstream": _upstream_list,
-    "catalog": _existing_path,
-    "zones": _existing_path,
-    "domain": _domain,
-    "alt_domain": _domain,
-    "datacenter": _label,
-    "consul": _url,
-    "consul_token": _string,
-    "consul_ca": _existing_path,
-    "consul_cert": _existing_path,
-    "consul_key": _existing_path,
-    "consul_tls_verify": _as_bool,
-    "consul_watch_all": _as_bool,
-    "consul_max_stale": _SECONDS,
-    "consul_view_max_age": _SECONDS,
-    "consul_idle_unwatch": _float_range(1.0, 30 * 86400.0),
-    "consul_first_query_timeout": _float_range(0.05, 30.0),
-    "consul_wait": _float_range(1.0, 600.0),
-    "only_passing": _as_bool,
-    "a_record_limit": _int_range(0, 10_000),
-    "service_ttl": _ttl_map,
-    "node_ttl": _TTL,
-    "node_meta_txt": _as_bool,
-    "soa_refresh": _TTL,
-    "soa_retry": _TTL,
-    "soa_expire": _TTL,
-    "soa_min_ttl": _TTL,
-    "udp_max_payload": _int_range(512, 65535),
-    "tcp_idle_timeout": _float_range(0.1, 3600.0),
-    "tcp_max_connections": _int_range(1, 1_000_000),
-    "workers": _int_range(1, 256),
-    "forward_timeout": _float_range(0.01, 30.0),
-    "forward_deadline": _float_range(0.01, 120.0),
-    "forward_max_inflight": _int_range(1, 1_000_000),
-    "cache_size": _int_range(0, 100_000_000),
-    "cache_min_ttl": _TTL,
-    "cache_max_ttl": _TTL,
-    "cache_negative_max_ttl": _TTL,
-    "serve_stale": _SECONDS,
-    "stale_answer_ttl": _TTL,
-    "log_level": _log_level,
-    "metrics_listen": _endpoint,
-}
 
-assert set(CONVERTERS) == {f.name for f in fields(Config)}, "every option needs a converter"
+@dataclass(frozen=True, slots=True)
+class Option:
+    """One option's declaration, as :func:`declare` puts it on its field.
+
+    ``name`` and ``default`` are the field's; :data:`OPTIONS` fills them in.
+    """
+
+    convert: Callable[[Any], Any]  # raw value (str, TOML value) -> typed value; ValueError if bad
+    meaning: str  # Markdown: the README's "meaning" column and, without backticks, --help
+    metavar: str | None  # the value's placeholder in --help and the README; None for switches
+    env: str | None  # environment variable that sets it (Consul's CONSUL_* conventions)
+    repeatable: bool  # the flag may be given more than once; the values form a list
+    default_text: str | None  # shown instead of the default where the value alone would mislead
+    name: str = ""
+    default: Any = None
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+    @property
+    def is_switch(self) -> bool:
+        """A boolean: ``--x`` and ``--no-x`` on the command line."""
+        return self.convert is _as_bool
+
+    @property
+    def usage(self) -> str:
+        if self.is_switch:
+            return "--[no-]" + self.flag[2:]
+        return f"{self.flag} {self.metavar}"
+
+    @property
+    def default_shown(self) -> str:
+        """Markdown: the README's "default" column, and the default in --help."""
+        shown = self.default_text if self.default_text is not None else _show(self.default)
+        if self.env is None:
+            return shown
+        return f"`${self.env}`" if self.default is None else f"`${self.env}`, else {shown}"
+
+    @property
+    def help(self) -> str:
+        return f"{_plain(self.meaning)} (default: {_plain(self.default_shown)})"
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if value is None:
+        return "none"
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, str):
+        return f"`{value}`"
+    raise TypeError(f"{value!r} needs a default_text in its option declaration")
+
+
+def _plain(markdown: str) -> str:
+    return markdown.replace("`", "")
+
+
+_OPTION = "option"  # the dataclass field metadata key of a declaration
+
+
+def declare(
+    convert: Callable[[Any], Any],
+    meaning: str,
+    *,
+    metavar: str | None = None,
+    env: str | None = None,
+    repeatable: bool = False,
+    default_text: str | None = None,
+) -> dict[str, Option]:
+    """The ``metadata`` of a :class:`Config` field that makes it an option."""
+    return {_OPTION: Option(convert, meaning, metavar, env, repeatable, default_text)}
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """Everything the gateway can be told. Durations in seconds.
+
+    Every field is an option: ``metadata=declare(...)`` holds its declaration.
+    The order of the fields is the order of --help and of the README's table.
+    """
+
+    listen: tuple[Endpoint, ...] = field(
+        default=(Endpoint("127.0.0.1", DEFAULT_DNS_PORT),),
+        metadata=declare(
+            _listen_list,
+            "serve DNS on UDP and TCP; repeatable; IPv6 as `[::1]:53`",
+            metavar="HOST:PORT",
+            repeatable=True,
+            default_text="`127.0.0.1:53`",
+        ),
+    )
+    upstream: tuple[Endpoint, ...] | None = field(
+        default=None,  # None: from /etc/resolv.conf, by with_system_defaults()
+        metadata=declare(
+            _upstream_list,
+            "upstream resolver for non-Consul names; repeatable, tried in order with failover",
+            metavar="HOST[:PORT]",
+            repeatable=True,
+            default_text="the nameservers of `/etc/resolv.conf` minus our own listen addresses",
+        ),
+    )
+    catalog: Path | None = field(
+        default=None,
+        metadata=declare(
+            _existing_path,
+            "Consul service-definition JSON files (file or folder)",
+            metavar="PATH",
+            default_text="`zones/catalog` without `--consul`",
+        ),
+    )
+    zones: Path | None = field(
+        default=None,
+        metadata=declare(
+            _existing_path,
+            "RFC 1035 zone files (`*.zone`, `*.db`), served authoritatively",
+            metavar="PATH",
+            default_text="`zones/`",
+        ),
+    )
+    domain: str = field(
+        default="consul", metadata=declare(_domain, "the Consul domain", metavar="NAME")
+    )
+    alt_domain: str | None = field(
+        default=None,
+        metadata=declare(_domain, "a second domain answered like `--domain`", metavar="NAME"),
+    )
+    datacenter: str = field(
+        default="dc1", metadata=declare(_label, "the local datacenter", metavar="NAME")
+    )
+    # Consul (issue: live catalog)
+    consul: str | None = field(
+        default=None,
+        metadata=declare(
+            _url,
+            "Consul HTTP API, e.g. `http://127.0.0.1:8500`",
+            metavar="URL",
+            env="CONSUL_HTTP_ADDR",
+        ),
+    )
+    consul_token: str | None = field(
+        default=None,
+        repr=False,
+        metadata=declare(
+            _string,
+            "ACL token, sent as `X-Consul-Token`, never logged",
+            metavar="TOKEN",
+            env="CONSUL_HTTP_TOKEN",
+        ),
+    )
+    consul_ca: Path | None = field(
+        default=None,
+        metadata=declare(
+            _existing_path, "CA bundle for TLS to Consul", metavar="FILE", env="CONSUL_CACERT"
+        ),
+    )
+    consul_cert: Path | None = field(
+        default=None,
+        metadata=declare(
+            _existing_path,
+            "client certificate for TLS to Consul",
+            metavar="FILE",
+            env="CONSUL_CLIENT_CERT",
+        ),
+    )
+    consul_key: Path | None = field(
+        default=None,
+        metadata=declare(
+            _existing_path, "client key for TLS to Consul", metavar="FILE", env="CONSUL_CLIENT_KEY"
+        ),
+    )
+    consul_tls_verify: bool = field(
+        default=True,
+        metadata=declare(_as_bool, "verify Consul's certificate", env="CONSUL_HTTP_SSL_VERIFY"),
+    )
+    consul_watch_all: bool = field(
+        default=False,
+        metadata=declare(_as_bool, "watch every service up front instead of from its first query"),
+    )
+    consul_max_stale: float = field(
+        default=10.0,
+        metadata=declare(
+            _SECONDS, "accept stale reads while `X-Consul-LastContact` is below this", metavar="S"
+        ),
+    )
+    consul_view_max_age: float = field(
+        default=3600.0,
+        metadata=declare(
+            _SECONDS,
+            "answer from the last good view this long while Consul is away, then SERVFAIL",
+            metavar="S",
+        ),
+    )
+    consul_idle_unwatch: float = field(
+        default=600.0,
+        metadata=declare(
+            _float_range(1.0, 30 * DAY_SECONDS),
+            "stop watching a service nobody asked for in this long",
+            metavar="S",
+        ),
+    )
+    consul_first_query_timeout: float = field(
+        default=2.0,
+        metadata=declare(
+            _float_range(0.05, 30.0),
+            "how long the first query of an unwatched service waits for Consul",
+            metavar="S",
+        ),
+    )
+    consul_wait: float = field(
+        default=60.0, metadata=declare(_float_range(1.0, 600.0), "blocking-query wait", metavar="S")
+    )
+    # Catalog answers
+    only_passing: bool = field(
+        default=False, metadata=declare(_as_bool, "drop instances whose worst check is warning")
+    )
+    a_record_limit: int = field(
+        default=0,
+        metadata=declare(
+            _int_range(0, 10_000),
+            "at most N A/AAAA records: a weighted sample",
+            metavar="N",
+            default_text="0 (all)",
+        ),
+    )
+    service_ttl: Mapping[str, int] = field(
+        default_factory=lambda: {"*": 0},
+        metadata=declare(
+            _ttl_map,
+            "TTL per service, `*` for the rest; repeatable (TOML: a table)",
+            metavar="NAME=S",
+            repeatable=True,
+            default_text="`*=0`",
+        ),
+    )
+    node_ttl: int = field(
+        default=0, metadata=declare(_TTL, "TTL of node, addr and PTR answers", metavar="S")
+    )
+    node_meta_txt: bool = field(
+        default=True,
+        metadata=declare(
+            _as_bool,
+            "node meta as TXT in the additional section "
+            "(Consul's `enable_additional_node_meta_txt`)",
+        ),
+    )
+    soa_refresh: int = field(
+        default=3600, metadata=declare(_TTL, "SOA refresh of the Consul domain", metavar="S")
+    )
+    soa_retry: int = field(
+        default=600, metadata=declare(_TTL, "SOA retry of the Consul domain", metavar="S")
+    )
+    soa_expire: int = field(
+        default=86400, metadata=declare(_TTL, "SOA expire of the Consul domain", metavar="S")
+    )
+    soa_min_ttl: int = field(
+        default=0,
+        metadata=declare(
+            _TTL,
+            "SOA minimum of the Consul domain: the negative-caching TTL downstream",
+            metavar="S",
+        ),
+    )
+    # Transport
+    udp_max_payload: int = field(
+        default=1232,
+        metadata=declare(
+            _int_range(512, 65535),
+            "largest UDP answer to EDNS clients (DNS flag day 2020)",
+            metavar="N",
+        ),
+    )
+    tcp_idle_timeout: float = field(
+        default=10.0,
+        metadata=declare(_float_range(0.1, 3600.0), "close idle TCP connections", metavar="S"),
+    )
+    tcp_max_connections: int = field(
+        default=1024,
+        metadata=declare(
+            _int_range(1, 1_000_000), "concurrent TCP connections per worker", metavar="N"
+        ),
+    )
+    workers: int = field(
+        default=1,
+        metadata=declare(
+            _int_range(1, 256), "processes sharing the ports with `SO_REUSEPORT`", metavar="N"
+        ),
+    )
+    # Forwarder and cache
+    forward_timeout: float = field(
+        default=1.0,
+        metadata=declare(
+            _float_range(0.01, 30.0), "wait per upstream before trying the next", metavar="S"
+        ),
+    )
+    forward_deadline: float = field(
+        default=3.0,
+        metadata=declare(
+            _float_range(0.01, 120.0),
+            "total time for a forwarded query; then stale or SERVFAIL",
+            metavar="S",
+        ),
+    )
+    forward_max_inflight: int = field(
+        default=1024,
+        metadata=declare(
+            _int_range(1, 1_000_000),
+            "distinct upstream queries in flight; more get SERVFAIL (dnsmasq: 150)",
+            metavar="N",
+        ),
+    )
+    cache_size: int = field(
+        default=100_000,
+        metadata=declare(
+            _int_range(0, 100_000_000), "forwarded answers kept (LRU); 0 disables", metavar="N"
+        ),
+    )
+    cache_min_ttl: int = field(
+        default=0, metadata=declare(_TTL, "lower bound on cached TTLs", metavar="S")
+    )
+    cache_max_ttl: int = field(
+        default=86400, metadata=declare(_TTL, "upper bound on cached TTLs", metavar="S")
+    )
+    cache_negative_max_ttl: int = field(
+        default=3600, metadata=declare(_TTL, "upper bound on negative-cache TTLs", metavar="S")
+    )
+    serve_stale: float = field(
+        default=86400.0,
+        metadata=declare(
+            _SECONDS,
+            "serve expired answers this long when every upstream fails (RFC 8767); 0 disables",
+            metavar="S",
+        ),
+    )
+    stale_answer_ttl: int = field(
+        default=30, metadata=declare(_TTL, "TTL of stale answers (RFC 8767 §4)", metavar="S")
+    )
+    # Operations
+    log_level: str = field(
+        default="info",
+        metadata=declare(
+            _log_level, "how much to log: debug, info, warning, error", metavar="LEVEL"
+        ),
+    )
+    metrics_listen: Endpoint | None = field(
+        default=None,
+        metadata=declare(
+            _endpoint, "Prometheus text metrics over HTTP", metavar="HOST:PORT", default_text="off"
+        ),
+    )
+
+    def ttl_for_service(self, name: str) -> int:
+        ttl = self.service_ttl.get(name.lower())
+        if ttl is None:
+            ttl = self.service_ttl.get("*", 0)
+        return ttl
+
+    @property
+    def domains(self) -> tuple[str, ...]:
+        return (self.domain,) if self.alt_domain is None else (self.domain, self.alt_domain)
+
+
+def _declared(f: dataclasses.Field[Any]) -> Option:
+    declared = f.metadata.get(_OPTION)
+    assert isinstance(declared, Option), f"Config.{f.name} needs metadata=declare(...)"
+    # A switch shows as --[no-]x, everything else as --x METAVAR.
+    assert (declared.metavar is None) == (declared.convert is _as_bool), f.name
+    default = f.default_factory() if callable(f.default_factory) else f.default
+    return replace(declared, name=f.name, default=default)
+
+
+# Every option, in Config's field order: the one list the rest is derived from.
+OPTIONS: tuple[Option, ...] = tuple(_declared(f) for f in fields(Config))
+_BY_NAME: dict[str, Option] = {opt.name: opt for opt in OPTIONS}
 
 
 def convert(values: Mapping[str, Any], source: str) -> dict[str, Any]:
@@ -325,40 +613,33 @@ def convert(values: Mapping[str, Any], source: str) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, raw in values.items():
         name = key.replace("-", "_")
-        converter = CONVERTERS.get(name)
-        if converter is None:
+        declared = _BY_NAME.get(name)
+        if declared is None:
             raise ConfigError(f"{source}: unknown option {key!r}")
         try:
-            out[name] = converter(raw)
+            out[name] = declared.convert(raw)
         except ValueError as exc:
             raise ConfigError(f"{source}: option {key!r}: {exc}") from None
     return out
 
 
-def load_toml(path: Path) -> dict[str, Any]:
+def read_toml(path: Path) -> dict[str, Any]:
+    """The file's raw keys and values, unchecked; errors name the file."""
     try:
         with path.open("rb") as handle:
-            data = tomllib.load(handle)
+            return tomllib.load(handle)
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
-    return convert(data, str(path))
 
 
-def from_environment(env: Mapping[str, str]) -> dict[str, Any]:
-    """The CONSUL_HTTP_* conventions every Consul tool follows."""
-    mapping = {
-        "CONSUL_HTTP_ADDR": "consul",
-        "CONSUL_HTTP_TOKEN": "consul_token",
-        "CONSUL_CACERT": "consul_ca",
-        "CONSUL_CLIENT_CERT": "consul_cert",
-        "CONSUL_CLIENT_KEY": "consul_key",
-    }
-    raw = {opt: env[var] for var, opt in mapping.items() if env.get(var)}
-    if env.get("CONSUL_HTTP_SSL_VERIFY"):
-        raw["consul_tls_verify"] = env["CONSUL_HTTP_SSL_VERIFY"]
-    return convert(raw, "environment")
+def read_environment(env: Mapping[str, str]) -> dict[str, str]:
+    """The raw values of the declared variables (the CONSUL_* conventions of Consul's tools).
+
+    An empty variable counts as unset, as in Consul's own tools.
+    """
+    return {opt.name: env[opt.env] for opt in OPTIONS if opt.env is not None and env.get(opt.env)}
 
 
 def build(
@@ -367,14 +648,16 @@ def build(
     config_file: Path | None = None,
     env: Mapping[str, str] | None = None,
 ) -> Config:
-    """Defaults < environment < TOML file < command line, then cross-checks."""
+    """Defaults < environment < TOML file < command line, then cross-checks.
+
+    Reads nothing but the given file: see :func:`with_system_defaults`.
+    """
     merged: dict[str, Any] = {}
-    merged.update(from_environment(os.environ if env is None else env))
+    merged.update(convert(read_environment(os.environ if env is None else env), "environment"))
     if config_file is not None:
-        merged.update(load_toml(config_file))
+        merged.update(convert(read_toml(config_file), str(config_file)))
     merged.update(convert(cli, "command line"))
-    config = Config(**merged)
-    return check(config, config_file)
+    return check(Config(**merged), config_file)
 
 
 def check(config: Config, config_file: Path | None) -> Config:
@@ -388,8 +671,17 @@ def check(config: Config, config_file: Path | None) -> Config:
         raise ConfigError(f"{source}: option 'alt_domain' equals 'domain'")
     if (config.consul_cert is None) != (config.consul_key is None):
         raise ConfigError(f"{source}: options 'consul_cert' and 'consul_key' go together")
+    return config
+
+
+def with_system_defaults(config: Config, resolv_conf: Path = RESOLV_CONF) -> Config:
+    """The defaults that depend on this machine, for what the config leaves unset.
+
+    Upstreams from resolv.conf (minus our own listen addresses), the embedded
+    static catalog when there is no Consul, the embedded zones.
+    """
     if config.upstream is None:
-        config = replace(config, upstream=system_upstreams(config.listen))
+        config = replace(config, upstream=system_upstreams(config.listen, resolv_conf))
     if config.catalog is None and config.consul is None and EMBEDDED_CATALOG.is_dir():
         config = replace(config, catalog=EMBEDDED_CATALOG)
     if config.zones is None and EMBEDDED_ZONES.is_dir():
@@ -436,3 +728,28 @@ def _is_self(candidate: Endpoint, listen: tuple[Endpoint, ...]) -> bool:
         if bound.is_unspecified and (address.is_loopback or address.is_unspecified):
             return True
     return False
+
+
+def markdown_table() -> str:
+    """The README's option table (section "Configuration"), one row per option."""
+    rows = ["| flag | default | meaning |", "|---|---|---|"]
+    for opt in OPTIONS:
+        cells = (f"`{opt.usage}`", opt.default_shown, opt.meaning)
+        assert not any("|" in cell for cell in cells), f"{opt.name}: '|' would split the row"
+        rows.append("| " + " | ".join(cells) + " |")
+    return "\n".join(rows) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m gateway.options --markdown``: print the README's option table."""
+    parser = argparse.ArgumentParser(prog="python -m gateway.options")
+    parser.add_argument(
+        "--markdown", action="store_true", required=True, help="print the README's option table"
+    )
+    parser.parse_args(argv)
+    sys.stdout.write(markdown_table())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

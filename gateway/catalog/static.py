@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.catalog.model import CRITICAL, PASSING, WARNING, Instance, Node, Snapshot, worst_status
-from gateway.options import ConfigError
+from gateway.errors import StartupError
 
 DEFAULT_NODE = "static"
 DEFAULT_NODE_ADDRESS = "127.0.0.1"
@@ -31,6 +31,10 @@ _AGENT_KEYS = {
     "service", "services", "node_name", "advertise_addr", "bind_addr", "datacenter",
     "node_meta",
 }  # fmt: skip
+
+
+class CatalogFileError(StartupError):
+    """A service-definition file that cannot be used; names the file and key."""
 
 
 def _snake(key: str) -> str:
@@ -68,15 +72,15 @@ def load_file(file: Path, default_datacenter: str) -> list[Instance]:
     try:
         data = json.loads(file.read_text())
     except OSError as exc:
-        raise ConfigError(f"{file}: cannot read: {exc.strerror}") from None
+        raise CatalogFileError(f"{file}: cannot read: {exc.strerror}") from None
     except json.JSONDecodeError as exc:
-        raise ConfigError(f"{file}: not valid JSON: {exc}") from None
+        raise CatalogFileError(f"{file}: not valid JSON: {exc}") from None
     if not isinstance(data, dict):
-        raise ConfigError(f"{file}: expected a JSON object with 'service' or 'services'")
+        raise CatalogFileError(f"{file}: expected a JSON object with 'service' or 'services'")
     agent = _normalise(data)
     unknown = set(agent) - _AGENT_KEYS
     if unknown:
-        raise ConfigError(f"{file}: unknown key {sorted(unknown)[0]!r}")
+        raise CatalogFileError(f"{file}: unknown key {sorted(unknown)[0]!r}")
     node = Node(
         name=_text(agent, "node_name", file, DEFAULT_NODE),
         address=_text(agent, "advertise_addr", file, "")
@@ -89,7 +93,7 @@ def load_file(file: Path, default_datacenter: str) -> list[Instance]:
         raw.append(agent["service"])
     if "services" in agent:
         if not isinstance(agent["services"], list):
-            raise ConfigError(f"{file}: key 'services' must be a list")
+            raise CatalogFileError(f"{file}: key 'services' must be a list")
         raw.extend(agent["services"])
     return [_instance(item, node, file, i) for i, item in enumerate(raw)]
 
@@ -97,29 +101,29 @@ def load_file(file: Path, default_datacenter: str) -> list[Instance]:
 def _instance(item: Any, node: Node, file: Path, index: int) -> Instance:
     where = f"{file}: service #{index + 1}"
     if not isinstance(item, dict):
-        raise ConfigError(f"{where}: expected an object")
+        raise CatalogFileError(f"{where}: expected an object")
     svc = _normalise(item)
     unknown = set(svc) - _SERVICE_KEYS
     if unknown:
-        raise ConfigError(f"{where}: unknown key {sorted(unknown)[0]!r}")
+        raise CatalogFileError(f"{where}: unknown key {sorted(unknown)[0]!r}")
     name = svc.get("name")
     if not isinstance(name, str) or not name:
-        raise ConfigError(f"{where}: key 'name' is required")
+        raise CatalogFileError(f"{where}: key 'name' is required")
     where = f"{file}: service {name!r}"
     port = svc.get("port", 0)
     if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
-        raise ConfigError(f"{where}: key 'port' must be 0-65535")
+        raise CatalogFileError(f"{where}: key 'port' must be 0-65535")
     tags = svc.get("tags", [])
     if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
-        raise ConfigError(f"{where}: key 'tags' must be a list of strings")
+        raise CatalogFileError(f"{where}: key 'tags' must be a list of strings")
     weights = _normalise(svc.get("weights") or {})
     passing = weights.get("passing", 1)
     warning = weights.get("warning", 1)
     for key, value in (("passing", passing), ("warning", warning)):
         if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 65535:
-            raise ConfigError(f"{where}: key 'weights.{key}' must be 0-65535")
+            raise CatalogFileError(f"{where}: key 'weights.{key}' must be 0-65535")
     if passing < 1:
-        raise ConfigError(f"{where}: key 'weights.passing' must be at least 1")
+        raise CatalogFileError(f"{where}: key 'weights.passing' must be at least 1")
     checks: list[Any] = []
     if "check" in svc:
         checks.append(svc["check"])
@@ -127,14 +131,16 @@ def _instance(item: Any, node: Node, file: Path, index: int) -> Instance:
     statuses = []
     for check in checks:
         if not isinstance(check, dict):
-            raise ConfigError(f"{where}: a check must be an object")
+            raise CatalogFileError(f"{where}: a check must be an object")
         status = _normalise(check).get("status", PASSING)
         if status not in (PASSING, WARNING, CRITICAL):
-            raise ConfigError(f"{where}: check key 'status' must be passing, warning or critical")
+            raise CatalogFileError(
+                f"{where}: check key 'status' must be passing, warning or critical"
+            )
         statuses.append(status)
     address = svc.get("address", "")
     if not isinstance(address, str):
-        raise ConfigError(f"{where}: key 'address' must be a string")
+        raise CatalogFileError(f"{where}: key 'address' must be a string")
     service_id = svc.get("id") or name
     return Instance(
         service=name,
@@ -153,7 +159,7 @@ def _instance(item: Any, node: Node, file: Path, index: int) -> Instance:
 def _text(obj: Mapping[str, Any], key: str, file: Path, default: str) -> str:
     value = obj.get(key, default)
     if not isinstance(value, str):
-        raise ConfigError(f"{file}: key {key!r} must be a string")
+        raise CatalogFileError(f"{file}: key {key!r} must be a string")
     return value
 
 
@@ -161,5 +167,5 @@ def _string_map(value: Any, key: str, file: Path) -> dict[str, str]:
     if not isinstance(value, dict) or not all(
         isinstance(k, str) and isinstance(v, str) for k, v in value.items()
     ):
-        raise ConfigError(f"{file}: key {key!r} must map strings to strings")
+        raise CatalogFileError(f"{file}: key {key!r} must map strings to strings")
     return dict(value)

@@ -20,11 +20,15 @@ import dns.zone
 
 from gateway.dns import wire
 from gateway.dns.codec import Answer, Record
-from gateway.options import ConfigError
+from gateway.errors import StartupError
 
 ZONE_SUFFIXES = (".zone", ".db")
 # In-zone CNAME chains longer than this are cut (loops are possible).
 MAX_CNAME_CHAIN = 8
+
+
+class ZoneFileError(StartupError):
+    """A zone file that cannot be served; names the file (and line where known)."""
 
 
 @dataclass(frozen=True)
@@ -49,9 +53,9 @@ def load_zone(path: Path) -> Zone:
     try:
         zone = dns.zone.from_file(str(path), origin=default_origin, relativize=False)
     except (dns.exception.DNSException, ValueError) as exc:
-        raise ConfigError(f"{path}: zone file error: {exc}") from None
+        raise ZoneFileError(f"{path}: zone file error: {exc}") from None
     except OSError as exc:
-        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+        raise ZoneFileError(f"{path}: cannot read: {exc.strerror}") from None
     assert zone.origin is not None  # from_file always sets it
     origin = zone.origin
     records: dict[tuple[dns.name.Name, int], list[Record]] = {}
@@ -71,7 +75,7 @@ def load_zone(path: Path) -> Zone:
                     soa = rec
                     negative_ttl = min(rdataset.ttl, int(rdata.minimum))
     if soa is None:
-        raise ConfigError(f"{path}: zone '{origin}' has no SOA record at its apex")
+        raise ZoneFileError(f"{path}: zone {_text(origin)!r} has no SOA record at its apex")
     negative_soa = Record(soa.name, soa.rtype, negative_ttl, soa.rdata)
     names = frozenset(name for name, _ in records)
     cuts = frozenset(n for n, t in records if t == wire.NS and n != origin)
@@ -94,14 +98,18 @@ def load_zones(path: Path) -> dict[dns.name.Name, Zone]:
     for file in files:
         zone = load_zone(file)
         if zone.origin in zones:
-            raise ConfigError(f"{file}: zone '{zone.origin}' is defined twice")
+            raise ZoneFileError(f"{file}: zone {_text(zone.origin)!r} is defined twice")
         zones[zone.origin] = zone
     return zones
 
 
 def describe(zone_set: dict[dns.name.Name, Zone]) -> str:
     """The origins of a zone set for a log line ("none" for no zones)."""
-    return ", ".join(sorted(o.to_text(omit_final_dot=True) for o in zone_set)) or "none"
+    return ", ".join(sorted(_text(o) for o in zone_set)) or "none"
+
+
+def _text(name: dns.name.Name) -> str:
+    return str(name.to_text(omit_final_dot=True))
 
 
 def answer(zone: Zone, query: wire.Query) -> Answer:

@@ -1,11 +1,16 @@
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 import pytest
 
 from gateway import options as cfg
-from gateway.options import ConfigError, Endpoint
+from gateway.__main__ import parser
+from gateway.options import ConfigError, Endpoint, Option
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+README_TABLE_HEADER = "| flag | default | meaning |"
 
 GOOD = [
     ({"listen": ["127.0.0.1:5353", "[::1]:53"]},
@@ -84,7 +89,7 @@ def test_cross_checks() -> None:
 
 
 def test_embedded_default_without_consul() -> None:
-    config = cfg.build({"upstream": []}, env={})
+    config = cfg.with_system_defaults(cfg.build({"upstream": []}, env={}))
     assert config.catalog == cfg.EMBEDDED_CATALOG and config.zones == cfg.EMBEDDED_ZONES
 
 
@@ -94,3 +99,126 @@ def test_resolv_conf_skips_wildcard_self(tmp_path: Path) -> None:
     assert cfg.system_upstreams((Endpoint("0.0.0.0", 53),), conf) == (Endpoint("192.0.2.9", 53),)
     assert cfg.system_upstreams((Endpoint("0.0.0.0", 5353),), conf)[0].host == "127.0.0.53"
     assert cfg.system_upstreams((Endpoint("127.0.0.1", 53),), tmp_path / "missing") == ()
+
+
+def test_reading_toml_is_apart_from_checking_it(tmp_path: Path) -> None:
+    path = tmp_path / "gw.toml"
+    path.write_text("cache_size = -1\nno_such_option = 1\n")
+    raw = cfg.read_toml(path)  # reads without judging the values
+    assert raw == {"cache_size": -1, "no_such_option": 1}
+    with pytest.raises(ConfigError) as err:
+        cfg.convert({"cache_size": raw["cache_size"]}, "/etc/gw.toml")
+    assert str(err.value) == "/etc/gw.toml: option 'cache_size': -1 is out of range 0-100000000"
+
+
+@pytest.mark.parametrize(
+    ("content", "message"), [(None, "cannot read"), ("this is not toml", "not valid TOML")]
+)
+def test_unreadable_toml_names_the_file(tmp_path: Path, content: str | None, message: str) -> None:
+    path = tmp_path / "gw.toml"
+    if content is not None:
+        path.write_text(content)
+    with pytest.raises(ConfigError, match=message) as err:
+        cfg.read_toml(path)
+    assert str(err.value).startswith(f"{path}: ")
+
+
+def test_build_reads_no_system_files(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    def no_resolv_conf(*_: object) -> tuple[Endpoint, ...]:
+        raise AssertionError("build() must not read resolv.conf")
+
+    monkeypatch.setattr(cfg, "system_upstreams", no_resolv_conf)
+    config = cfg.build({}, env={})
+    assert (config.upstream, config.catalog, config.zones) == (None, None, None)
+    monkeypatch.undo()
+    conf = tmp_path / "resolv.conf"
+    conf.write_text("nameserver 127.0.0.1\nnameserver 192.0.2.7\n")
+    resolved = cfg.with_system_defaults(config, conf)
+    assert resolved.upstream == (Endpoint("192.0.2.7", 53),)  # our own 127.0.0.1:53 skipped
+
+
+def test_system_defaults_keep_what_was_given(tmp_path: Path) -> None:
+    given = cfg.build(
+        {"upstream": ["192.0.2.1"], "catalog": str(tmp_path), "zones": str(tmp_path)}, env={}
+    )
+    assert cfg.with_system_defaults(given, tmp_path / "missing") == given
+    consul = cfg.build({"consul": "127.0.0.1:8500"}, env={})
+    with_consul = cfg.with_system_defaults(consul, tmp_path / "missing")
+    assert with_consul.catalog is None  # Consul replaces the embedded catalog
+
+
+ENVIRONMENT = [(opt.env, opt.name) for opt in cfg.OPTIONS if opt.env is not None]
+
+
+def test_the_consul_environment_variables_are_declared() -> None:
+    assert dict(ENVIRONMENT) == {
+        "CONSUL_HTTP_ADDR": "consul",
+        "CONSUL_HTTP_TOKEN": "consul_token",
+        "CONSUL_CACERT": "consul_ca",
+        "CONSUL_CLIENT_CERT": "consul_cert",
+        "CONSUL_CLIENT_KEY": "consul_key",
+        "CONSUL_HTTP_SSL_VERIFY": "consul_tls_verify",
+    }
+
+
+@pytest.mark.parametrize(("variable", "name"), ENVIRONMENT)
+def test_environment_variable_sets_its_option(variable: str, name: str) -> None:
+    assert cfg.read_environment({variable: "v", "UNRELATED": "x"}) == {name: "v"}
+    assert cfg.read_environment({variable: ""}) == {}  # empty is unset
+
+
+def test_environment_loses_to_the_file_and_the_file_to_flags(tmp_path: Path) -> None:
+    path = tmp_path / "gw.toml"
+    path.write_text('consul = "10.0.0.2:8500"\nconsul_tls_verify = true\n')
+    env = {"CONSUL_HTTP_ADDR": "10.0.0.1:8500", "CONSUL_HTTP_SSL_VERIFY": "false"}
+    config = cfg.build({}, config_file=path, env=env)
+    assert (config.consul, config.consul_tls_verify) == ("http://10.0.0.2:8500", True)
+    config = cfg.build({"consul_tls_verify": False}, config_file=path, env=env)
+    assert config.consul_tls_verify is False
+
+
+def flag_of(opt: Option) -> str:
+    return "--" + opt.name.replace("_", "-")
+
+
+@pytest.mark.parametrize("opt", cfg.OPTIONS, ids=lambda opt: opt.name)
+def test_every_option_has_its_flag(opt: Option) -> None:
+    """Switches have --x/--no-x, repeatables append, the rest keep the last value."""
+    cli = parser()
+    flag = flag_of(opt)
+    assert getattr(cli.parse_args([]), opt.name) is None  # not given: a later source decides
+    if opt.is_switch:
+        assert getattr(cli.parse_args([flag]), opt.name) is True
+        assert getattr(cli.parse_args(["--no-" + flag[2:]]), opt.name) is False
+    elif opt.repeatable:
+        assert getattr(cli.parse_args([flag, "a", flag, "b"]), opt.name) == ["a", "b"]
+    else:
+        assert getattr(cli.parse_args([flag, "a", flag, "b"]), opt.name) == "b"
+
+
+def test_the_parser_has_no_flag_beyond_the_declarations() -> None:
+    dests = {
+        action.dest for action in parser()._actions if not isinstance(action, argparse._HelpAction)
+    }
+    assert dests == {opt.name for opt in cfg.OPTIONS} | {"config"}
+
+
+def test_help_shows_meaning_and_default() -> None:
+    text = " ".join(parser().format_help().split())
+    assert "--consul-token TOKEN ACL token, sent as X-Consul-Token, never logged" in text
+    assert "(default: $CONSUL_HTTP_SSL_VERIFY, else on)" in text
+
+
+def test_readme_option_table_is_the_generated_one() -> None:
+    """README.md cannot drift: regenerate with ``python -m gateway.options --markdown``."""
+    lines = README.read_text().splitlines()
+    start = lines.index(README_TABLE_HEADER)
+    end = start
+    while end < len(lines) and lines[end].startswith("|"):
+        end += 1
+    assert "\n".join(lines[start:end]) + "\n" == cfg.markdown_table()
+
+
+def test_markdown_command_prints_the_table(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cfg.main(["--markdown"]) == 0
+    assert capsys.readouterr().out == cfg.markdown_table()

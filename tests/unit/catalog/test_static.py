@@ -7,7 +7,8 @@ import pytest
 
 from gateway.catalog import static as static_catalog
 from gateway.catalog.model import CRITICAL, WARNING
-from gateway.options import EMBEDDED_CATALOG, ConfigError
+from gateway.catalog.static import CatalogFileError
+from gateway.options import EMBEDDED_CATALOG
 
 
 def write(tmp_path: Path, data: object, name: str = "svc.json") -> Path:
@@ -54,12 +55,12 @@ def test_camel_case_keys_and_agent_keys(tmp_path: Path) -> None:
 )
 def test_bad_files_name_file_and_key(tmp_path: Path, data: object, message: str) -> None:
     path = write(tmp_path, data)
-    with pytest.raises(ConfigError, match=message) as err:
+    with pytest.raises(CatalogFileError, match=message) as err:
         static_catalog.load(tmp_path, "dc1")
     assert str(path) in str(err.value)
 
 
 def test_invalid_json(tmp_path: Path) -> None:
     (tmp_path / "x.json").write_text("{")
-    with pytest.raises(ConfigError, match="not valid JSON"):
+    with pytest.raises(CatalogFileError, match="not valid JSON"):
         static_catalog.load(tmp_path, "dc1")

@@ -6,7 +6,7 @@ import dns.name
 import pytest
 
 from gateway.dns import codec, wire
-from gateway.options import EMBEDDED_ZONES, ConfigError
+from gateway.options import EMBEDDED_ZONES
 from gateway.zones import zone as zones
 from tests.unit.helpers import name_text, parsed
 
@@ -73,5 +73,5 @@ def test_embedded_zone_and_errors(tmp_path: Path) -> None:
     assert dns.name.from_text("home.arpa") in zones.load_zones(EMBEDDED_ZONES)
     bad = tmp_path / "bad.zone"
     bad.write_text("$ORIGIN bad.\n@ IN A not-an-ip\n")
-    with pytest.raises(ConfigError, match=r"bad\.zone"):
+    with pytest.raises(zones.ZoneFileError, match=r"bad\.zone"):
         zones.load_zones(tmp_path)
