@@ -112,18 +112,27 @@ class ForwardCache:
 
     def fresh(self, key: bytes) -> bytes | None:
         """The template for ``key`` if it has not expired."""
-        entry = self.entries.get(key)
-        if entry is None:
+        found = self._kept(key)
+        if found is None:
             return None
-        now = self.clock()
+        entry, now = found
         if now >= entry[EXPIRES]:
-            if now >= entry[STALE_UNTIL]:
-                del self.entries[key]
             return None
         return self.current(key, entry, now)
 
     def stale(self, key: bytes) -> bytes | None:
-        """An expired template still inside the serve-stale window."""
+        """The template for ``key``, expired or not, while inside the serve-stale window."""
+        found = self._kept(key)
+        if found is None:
+            return None
+        entry, now = found
+        if now < entry[EXPIRES]:
+            return self.current(key, entry, now)
+        return with_ttl(entry, self._policy.stale_answer_ttl)
+
+    def _kept(self, key: bytes) -> tuple[CachedAnswer, float] | None:
+        """The entry and the time, unless it is missing or past its serve-stale window
+        (then it is dropped)."""
         entry = self.entries.get(key)
         if entry is None:
             return None
@@ -131,9 +140,7 @@ class ForwardCache:
         if now >= entry[STALE_UNTIL]:
             del self.entries[key]
             return None
-        if now < entry[EXPIRES]:
-            return self.current(key, entry, now)
-        return with_ttl(entry, self._policy.stale_answer_ttl)
+        return entry, now
 
     def put(self, key: bytes, template: bytes, layout: wire.Layout | None = None) -> int | None:
         """Stores a response template; returns its lifetime, None if not cacheable.

@@ -50,6 +50,17 @@ def _normalise(obj: Mapping[str, Any]) -> dict[str, Any]:
     return {_snake(k): v for k, v in obj.items()}
 
 
+def _known_keys(obj: Any, allowed: set[str], where: str, not_object: str) -> dict[str, Any]:
+    """A JSON object with snake_case keys, all of them ``allowed``."""
+    if not isinstance(obj, dict):
+        raise CatalogFileError(f"{where}: {not_object}")
+    normal = _normalise(obj)
+    unknown = set(normal) - allowed
+    if unknown:
+        raise CatalogFileError(f"{where}: unknown key {sorted(unknown)[0]!r}")
+    return normal
+
+
 def load(path: Path, default_datacenter: str) -> Snapshot:
     """Reads a file or every ``*.json`` in a folder (sorted) into a snapshot."""
     files = sorted(path.glob("*.json")) if path.is_dir() else [path]
@@ -75,12 +86,9 @@ def load_file(file: Path, default_datacenter: str) -> list[Instance]:
         raise CatalogFileError(f"{file}: cannot read: {exc.strerror}") from None
     except json.JSONDecodeError as exc:
         raise CatalogFileError(f"{file}: not valid JSON: {exc}") from None
-    if not isinstance(data, dict):
-        raise CatalogFileError(f"{file}: expected a JSON object with 'service' or 'services'")
-    agent = _normalise(data)
-    unknown = set(agent) - _AGENT_KEYS
-    if unknown:
-        raise CatalogFileError(f"{file}: unknown key {sorted(unknown)[0]!r}")
+    agent = _known_keys(
+        data, _AGENT_KEYS, str(file), "expected a JSON object with 'service' or 'services'"
+    )
     node = Node(
         name=_text(agent, "node_name", file, DEFAULT_NODE),
         address=_text(agent, "advertise_addr", file, "")
@@ -100,12 +108,7 @@ def load_file(file: Path, default_datacenter: str) -> list[Instance]:
 
 def _instance(item: Any, node: Node, file: Path, index: int) -> Instance:
     where = f"{file}: service #{index + 1}"
-    if not isinstance(item, dict):
-        raise CatalogFileError(f"{where}: expected an object")
-    svc = _normalise(item)
-    unknown = set(svc) - _SERVICE_KEYS
-    if unknown:
-        raise CatalogFileError(f"{where}: unknown key {sorted(unknown)[0]!r}")
+    svc = _known_keys(item, _SERVICE_KEYS, where, "expected an object")
     name = svc.get("name")
     if not isinstance(name, str) or not name:
         raise CatalogFileError(f"{where}: key 'name' is required")
