@@ -1,134 +1,52 @@
-"""Real DNS servers as test fixtures: Knot (authoritative upstream) and dnsmasq.
+"""The one process base of the toolkit: start, readiness, stop, log tail and clean-up.
 
-Both run as plain child processes with their own config and state in a
-temporary directory, never as system services, and only on loopback. The zone
-served by Knot is generated from ``ZONE_RECORDS`` so tests can import the same
-constants the zone file was written from instead of repeating literals.
+Every server the tests and the benchmark start (Knot, dnsmasq, CoreDNS, Consul, the
+gateway) is a :class:`ServerProcess`: a child on loopback with its own work directory
+and a log file that is appended to across restarts, so a failure message shows the whole
+history. It is ready when its readiness probe says so: a DNS answer for the DNS servers
+(:class:`DnsServerProcess`), an elected leader for Consul.
 
-``ServerProcess`` is the shared process plumbing (log file, readiness probe,
-stop/kill/restart); ``tests.support.gateway_proc`` reuses it for the gateway.
+Every child is killed when its owner is closed, garbage collected or the interpreter
+exits -- and, through PR_SET_PDEATHSIG, even when the test runner itself is SIGKILLed, so
+no run leaves processes holding ports behind.
 """
 
 from __future__ import annotations
 
+import atexit
 import contextlib
+import ctypes
 import grp
 import os
 import pwd
+import shlex
 import shutil
 import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+import weakref
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from types import TracebackType
-from typing import IO, Self
+from types import FrameType, TracebackType
+from typing import Self, TypeVar
 
 import dns.message
 import dns.rcode
-import dns.rdatatype
 
-from tests.support.ports import LOOPBACK, free_port
+from harness.ports import LOOPBACK, free_port, host_port, is_loopback
 
-# --------------------------------------------------------------------------- zone
+T = TypeVar("T")
 
-
-ZONE = "example.test."
-DEFAULT_TTL = 300
-# The SOA's own TTL is deliberately larger than its MINIMUM field so a test can
-# tell which one a cache used: RFC 2308 says negative answers live for
-# min(SOA TTL, MINIMUM), i.e. NEGATIVE_TTL.
-SOA_TTL = 3600
-SOA_MINIMUM = 60
-NEGATIVE_TTL = min(SOA_TTL, SOA_MINIMUM)
-SOA_SERIAL = 1
-
-NS_NAME = "ns1." + ZONE
-NS_A = "192.0.2.53"
-
-WWW = "www." + ZONE
-WWW_A = "192.0.2.10"
-WWW_AAAA = "2001:db8::10"
-WWW_TTL = 300
-
-MAIL = "mail." + ZONE
-MAIL_A = "192.0.2.25"
-MX_PREFERENCE = 10
-
-# alias -> alias2 -> www, all inside the zone, so Knot returns the whole chain
-# plus the final A/AAAA in one answer.
-ALIAS = "alias." + ZONE
-ALIAS2 = "alias2." + ZONE
-
-# Eight distinct 100-character strings: ~950 bytes on the wire, which is more
-# than the 512 bytes of plain UDP (forces TC=1 without EDNS) but less than the
-# 1232-byte EDNS payload tests use, so EDNS answers arrive whole over UDP.
-BIGTXT = "bigtxt." + ZONE
-BIGTXT_STRINGS: tuple[str, ...] = tuple(
-    f"txt{i}-".ljust(100, "abcdefghijklmnopqrstuvwxyz"[i]) for i in range(8)
-)
-
-V4ONLY = "v4only." + ZONE  # A only: AAAA gives NODATA
-V4ONLY_A = "192.0.2.40"
-
-SHORT = "short." + ZONE  # for expiry tests without long sleeps
-SHORT_A = "192.0.2.50"
-SHORT_TTL = 2
-
-MISSING = "does-not-exist." + ZONE  # any name not listed gives NXDOMAIN
-
-
-@dataclass(frozen=True)
-class ZoneRecord:
-    """One resource record of the test zone, ``rdata`` in zone-file syntax."""
-
-    name: str  # absolute owner name
-    rdtype: str
-    rdata: str
-    ttl: int = DEFAULT_TTL
-
-    def zone_line(self) -> str:
-        return f"{self.name} {self.ttl} IN {self.rdtype} {self.rdata}"
-
-
-def _txt(value: str) -> str:
-    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-ZONE_RECORDS: tuple[ZoneRecord, ...] = (
-    ZoneRecord(
-        ZONE,
-        "SOA",
-        f"{NS_NAME} hostmaster.{ZONE} {SOA_SERIAL} 3600 900 604800 {SOA_MINIMUM}",
-        SOA_TTL,
-    ),
-    ZoneRecord(ZONE, "NS", NS_NAME),
-    ZoneRecord(NS_NAME, "A", NS_A),
-    ZoneRecord(ZONE, "MX", f"{MX_PREFERENCE} {MAIL}"),
-    ZoneRecord(WWW, "A", WWW_A, WWW_TTL),
-    ZoneRecord(WWW, "AAAA", WWW_AAAA, WWW_TTL),
-    ZoneRecord(MAIL, "A", MAIL_A),
-    ZoneRecord(ALIAS, "CNAME", ALIAS2),
-    ZoneRecord(ALIAS2, "CNAME", WWW),
-    *(ZoneRecord(BIGTXT, "TXT", _txt(s)) for s in BIGTXT_STRINGS),
-    ZoneRecord(V4ONLY, "A", V4ONLY_A),
-    ZoneRecord(SHORT, "A", SHORT_A, SHORT_TTL),
-)
-
-
-def zone_file_text(records: Sequence[ZoneRecord] = ZONE_RECORDS) -> str:
-    """The zone file for ``records`` (absolute names, so no $ORIGIN subtleties)."""
-    return "".join(r.zone_line() + "\n" for r in records)
-
-
-# ------------------------------------------------------------------ processes
+# A readiness probe, called repeatedly while a server starts: None once it is ready, else
+# why not yet (the last reason goes into the start error).
+Probe = Callable[[], str | None]
 
 
 class ServerStartError(RuntimeError):
-    """A fixture server exited or never answered; the message has its log tail."""
+    """A server exited or never became ready; the message has its command and log tail."""
 
 
 def find_binary(name: str) -> str:
@@ -140,30 +58,171 @@ def find_binary(name: str) -> str:
     return found
 
 
-def _current_user_group() -> tuple[str, str]:
-    # Knot and dnsmasq switch to an unprivileged user by default; naming the
-    # user we already are makes that a no-op whether or not we are root.
+def current_user_group() -> tuple[str, str]:
+    """Our own user and group names.
+
+    Knot and dnsmasq switch to an unprivileged user by default; naming the user we already
+    are makes that a no-op whether or not we are root.
+    """
     return pwd.getpwuid(os.getuid()).pw_name, grp.getgrgid(os.getgid()).gr_name
 
 
-def host_port(host: str, port: int) -> str:
-    """``host:port`` with brackets around IPv6 literals."""
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+def wait_for(
+    predicate: Callable[[], T | None],
+    timeout: float = 10.0,
+    *,
+    interval: float = 0.05,
+    message: str = "condition",
+) -> T:
+    """Poll ``predicate`` until it returns a truthy value, and return that value.
+
+    Exceptions from the predicate count as "not yet" (a server that is restarting refuses
+    connections for a moment); the last one is reported if the wait times out.
+    """
+    deadline = time.monotonic() + timeout
+    last_exc: BaseException | None = None
+    last_value: T | None = None
+    while True:
+        try:
+            last_value = predicate()
+            if last_value:
+                return last_value
+        except Exception as exc:  # any failure just means "not yet"
+            last_exc = exc
+        if time.monotonic() >= deadline:
+            detail = f"; last error: {last_exc!r}" if last_exc else f"; last value: {last_value!r}"
+            raise TimeoutError(f"timed out after {timeout:.1f}s waiting for {message}{detail}")
+        time.sleep(interval)
+
+
+def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """Turn SIGTERM into KeyboardInterrupt for the block.
+
+    A long run (the benchmark) stopped by ``kill`` or a CI timeout then unwinds its
+    ``with`` blocks and ExitStacks, which stop every server in order.
+    """
+    old = signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
+# --- process lifetime -------------------------------------------------------------------
+
+# Every child still running; killed at interpreter exit as a last resort (the weakref
+# finalizers of their owners normally get there first).
+_LIVE: set[subprocess.Popen[bytes]] = set()
+_LIVE_LOCK = threading.Lock()
+
+
+def _kill_process(proc: subprocess.Popen[bytes], *, graceful: bool, timeout: float = 10.0) -> None:
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(signal.SIGTERM if graceful else signal.SIGKILL)
+        try:
+            proc.wait(timeout=timeout if graceful else 5.0)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            proc.wait(timeout=5.0)
+    with _LIVE_LOCK:
+        _LIVE.discard(proc)
+
+
+def _kill_all_at_exit() -> None:
+    with _LIVE_LOCK:
+        procs = list(_LIVE)
+    for proc in procs:
+        _kill_process(proc, graceful=False)
+
+
+# Registered at import, so it runs after the finalizers of objects created later (atexit is
+# LIFO) and catches anything they missed.
+atexit.register(_kill_all_at_exit)
+
+
+def _die_with_parent() -> None:
+    """Child-side (preexec): ask the kernel to SIGKILL us when the parent dies.
+
+    Covers the case no Python code can: the runner being SIGKILLed (CI timeouts), which
+    would otherwise leave servers holding ports. Failure to set it is harmless.
+    """
+    with contextlib.suppress(Exception):
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, int(signal.SIGKILL), 0, 0, 0)
+
+
+def spawn(
+    args: Sequence[str],
+    log_path: Path,
+    *,
+    env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+) -> subprocess.Popen[bytes]:
+    """Start ``args`` with stdout and stderr appended to ``log_path``; tracked for clean-up."""
+    # PDEATHSIG fires when the *thread* that forked exits, so it is only safe to use from the
+    # main thread; servers started from a helper thread rely on the finalizers instead.
+    in_main = threading.current_thread() is threading.main_thread()
+    # The child keeps its own copy of the log descriptor; ours can close right away.
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(
+            list(args),
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=cwd,
+            env=None if env is None else dict(env),
+            # Own session: a Ctrl-C in the terminal reaches the runner only, which then stops
+            # the servers in order instead of them dying mid-test.
+            start_new_session=True,
+            preexec_fn=_die_with_parent if in_main else None,
+        )
+    with _LIVE_LOCK:
+        _LIVE.add(proc)
+    return proc
+
+
+class _Lifetime:
+    """What must be undone when the owner goes: its child and the directory it made.
+
+    Kept apart from the owner so the weakref finalizer does not keep the owner alive.
+    """
+
+    def __init__(self) -> None:
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.owned_dir: Path | None = None
+
+
+def _reap(life: _Lifetime) -> None:
+    """Finalizer shared by close(), garbage collection and interpreter exit."""
+    if life.proc is not None:
+        _kill_process(life.proc, graceful=False)
+    if life.owned_dir is not None:
+        shutil.rmtree(life.owned_dir, ignore_errors=True)
+
+
+# --- the base ---------------------------------------------------------------------------
 
 
 class ServerProcess:
-    """A child process serving DNS on ``host``:``port``, logging to a file.
+    """A child process serving on ``host``:``port``, logging to a file.
 
-    Subclasses supply ``command()``. Readiness means: some response to the probe
-    query (``probe_name``/``probe_type``/``probe_class``) that ``accept()``
-    likes arrives over UDP. The log file is appended to across restarts so a
-    failure message shows the whole history.
+    Subclasses supply :meth:`command` and :meth:`readiness`; :meth:`prepare` runs before
+    every (re)start (to write config files). ``stop`` ends the process and keeps its work
+    directory, so it can be started again on the same port; ``close`` ends it for good and
+    removes the work directory if this object made it.
     """
 
     label = "server"
-    probe_name = "."
-    probe_type = "SOA"
-    probe_class = "IN"
+    start_timeout = 15.0
+    stop_timeout = 5.0
+    start_error: type[ServerStartError] = ServerStartError
 
     def __init__(
         self,
@@ -175,22 +234,22 @@ class ServerProcess:
         env: Mapping[str, str] | None = None,
         cwd: Path | None = None,
     ) -> None:
-        if not _is_loopback(host):
+        if not is_loopback(host):
             raise ValueError(f"test servers may only use loopback addresses, not {host}")
         self.host = host
         self.port = port if port is not None else free_port(host)
-        # Own the directory only if we made it, so close() never deletes a
-        # caller's (e.g. pytest's tmp_path) directory.
-        self._owns_workdir = workdir is None
-        self.workdir = (
-            Path(tempfile.mkdtemp(prefix=f"{self.label}-")) if workdir is None else workdir
-        )
+        self._life = _Lifetime()
+        # Own the directory only if we made it, so close() never deletes a caller's (e.g.
+        # pytest's tmp_path) directory, which keeps the log for inspection.
+        if workdir is None:
+            workdir = Path(tempfile.mkdtemp(prefix=f"{self.label}-"))
+            self._life.owned_dir = workdir
+        self.workdir = workdir
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.log_path = log_path if log_path is not None else self.workdir / f"{self.label}.log"
         self.env = dict(env) if env is not None else None
         self.cwd = cwd
-        self._proc: subprocess.Popen[bytes] | None = None
-        self._log_file: IO[bytes] | None = None
+        self._finalizer = weakref.finalize(self, _reap, self._life)
 
     # ---- to override
 
@@ -200,84 +259,98 @@ class ServerProcess:
     def prepare(self) -> None:
         """Hook run before every (re)start, e.g. to write config files."""
 
-    def accept(self, response: dns.message.Message) -> bool:
-        """Whether a probe response proves readiness; any response by default."""
-        return True
+    def readiness(self) -> contextlib.AbstractContextManager[Probe]:
+        """A probe for :meth:`wait_ready`, set up once per start (e.g. one socket)."""
+        raise NotImplementedError
 
-    # ---- public API
+    # ---- state
 
     @property
     def address(self) -> str:
         return host_port(self.host, self.port)
 
     @property
+    def proc(self) -> subprocess.Popen[bytes] | None:
+        return self._life.proc
+
+    @property
     def pid(self) -> int | None:
-        return self._proc.pid if self._proc is not None else None
+        return self._life.proc.pid if self._life.proc is not None else None
 
     @property
     def running(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
+        return self._life.proc is not None and self._life.proc.poll() is None
 
     @property
     def returncode(self) -> int | None:
-        return self._proc.poll() if self._proc is not None else None
+        return self._life.proc.poll() if self._life.proc is not None else None
 
-    def start(self, timeout: float = 15.0) -> None:
+    # ---- life cycle
+
+    def launch(self) -> None:
+        """Start the process without waiting for it (a cluster starts all, then waits)."""
+        if self.running:
+            return
+        self.prepare()
+        self._life.proc = spawn(self.command(), self.log_path, env=self.env, cwd=self.cwd)
+
+    def wait_ready(self, timeout: float) -> None:
+        """Probe until ready; a :attr:`start_error` if the process exits or time runs out."""
+        deadline = time.monotonic() + timeout
+        last = "not probed yet"
+        with self.readiness() as probe:
+            while True:
+                code = self.returncode
+                if code is not None:
+                    raise self.start_error(
+                        self._failure(f"exited with code {code} before it was ready")
+                    )
+                if time.monotonic() >= deadline:
+                    raise self.start_error(self._failure(f"not ready after {timeout:g}s ({last})"))
+                reason = probe()
+                if reason is None:
+                    return
+                last = reason
+
+    def start(self, timeout: float | None = None) -> Self:
+        """Launch and wait until ready; a process that does not get there is killed."""
         if self.running:
             raise RuntimeError(f"{self.label} already running (pid {self.pid})")
-        self.prepare()
-        self._close_log()
-        self._log_file = open(self.log_path, "ab")  # noqa: SIM115 - lives as long as the child
-        self._proc = subprocess.Popen(
-            self.command(),
-            stdin=subprocess.DEVNULL,
-            stdout=self._log_file,
-            stderr=subprocess.STDOUT,
-            cwd=self.cwd,
-            env=self.env,
-            # Own process group: a Ctrl-C aimed at pytest does not hit the child
-            # first, and teardown stays in control of the shutdown order.
-            start_new_session=True,
-        )
+        self.launch()
         try:
-            self._wait_ready(time.monotonic() + timeout)
+            self.wait_ready(self.start_timeout if timeout is None else timeout)
         except BaseException:
             self.kill()
             raise
+        return self
 
-    def stop(self, timeout: float = 5.0) -> int | None:
+    def stop(self, timeout: float | None = None) -> int | None:
         """SIGTERM, then SIGKILL after ``timeout``; the exit code (None if never started)."""
-        proc = self._proc
+        proc = self._life.proc
         if proc is None:
             return None
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        self._close_log()
+        _kill_process(
+            proc, graceful=True, timeout=self.stop_timeout if timeout is None else timeout
+        )
         return proc.returncode
 
     def kill(self) -> None:
-        """SIGKILL without any chance to clean up, like a crash."""
-        proc = self._proc
-        if proc is not None and proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        self._close_log()
+        """SIGKILL without any chance to clean up, like a crash; ``start`` brings it back."""
+        proc = self._life.proc
+        if proc is not None:
+            _kill_process(proc, graceful=False)
 
-    def restart(self, timeout: float = 15.0) -> None:
+    def restart(self, timeout: float | None = None) -> None:
         """Stop if still running, then start again on the same port."""
         self.stop()
         self.start(timeout)
 
     def close(self) -> None:
-        """Stop and remove the temporary directory if this object created it."""
+        """Stop for good and remove the work directory if this object made it."""
         self.stop()
-        if self._owns_workdir:
-            shutil.rmtree(self.workdir, ignore_errors=True)
+        self._finalizer()
+
+    # ---- the log
 
     def log_text(self) -> str:
         try:
@@ -288,13 +361,21 @@ class ServerProcess:
     def log_tail(self, chars: int = 4000) -> str:
         return self.log_text()[-chars:]
 
+    def _failure(self, what: str) -> str:
+        # First line says what went wrong, last lines say why (the bench's start-failure
+        # summary takes exactly these two).
+        return (
+            f"{self.label} on {self.address} {what}\n"
+            f"command: {shlex.join(self.command())}\n"
+            f"log tail:\n{self.log_tail()}"
+        )
+
     def __enter__(self) -> Self:
         try:
-            self.start()
+            return self.start()
         except BaseException:
             self.close()
             raise
-        return self
 
     def __exit__(
         self,
@@ -304,242 +385,58 @@ class ServerProcess:
     ) -> None:
         self.close()
 
-    # ---- internals
 
-    def _close_log(self) -> None:
-        if self._log_file is not None:
-            self._log_file.close()
-            self._log_file = None
+class DnsServerProcess(ServerProcess):
+    """A server that is ready once it answers a probe query over UDP.
 
-    def _wait_ready(self, deadline: float) -> None:
-        # One socket for the whole wait, resending the same query every
-        # 100 ms: a slow answer to an earlier send still counts, which matters
-        # for servers that first try (and time out on) an upstream.
+    The probe is ``probe_name``/``probe_type``/``probe_class``; ``accept()`` decides
+    whether a response proves readiness (any response by default).
+    """
+
+    probe_name = "."
+    probe_type = "SOA"
+    probe_class = "IN"
+
+    def accept(self, response: dns.message.Message) -> bool:
+        """Whether a probe response proves readiness; any response by default."""
+        return True
+
+    @contextlib.contextmanager
+    def readiness(self) -> Iterator[Probe]:
+        # One socket for the whole wait, resending the same query every 100 ms: a slow
+        # answer to an earlier send still counts, which matters for servers that first try
+        # (and time out on) an upstream.
         query = dns.message.make_query(self.probe_name, self.probe_type, self.probe_class)
         wire = query.to_wire()
         family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
-        last: str = "no response"
+        last = f"no answer to {self.probe_name} {self.probe_type}"
+        next_send = 0.0
         with socket.socket(family, socket.SOCK_DGRAM) as sock:
             sock.settimeout(0.05)
-            next_send = 0.0
-            while True:
-                assert self._proc is not None
-                code = self._proc.poll()
-                if code is not None:
-                    raise ServerStartError(
-                        f"{self.label} exited with code {code} before answering DNS on "
-                        f"{self.address}; log tail:\n{self.log_tail()}"
-                    )
+
+            def probe() -> str | None:
+                nonlocal last, next_send
                 now = time.monotonic()
-                if now >= deadline:
-                    raise ServerStartError(
-                        f"{self.label} did not answer {self.probe_name} {self.probe_type} on "
-                        f"{self.address} in time ({last}); log tail:\n{self.log_tail()}"
-                    )
                 if now >= next_send:
-                    # Unconnected socket: ICMP port-unreachable is not reported,
-                    # but a transient send error is no reason to give up either.
+                    # Unconnected socket: ICMP port-unreachable is not reported, but a
+                    # transient send error is no reason to give up either.
                     with contextlib.suppress(OSError):
                         sock.sendto(wire, (self.host, self.port))
                     next_send = now + 0.1
                 try:
                     data = sock.recv(65535)
                 except (TimeoutError, OSError):
-                    continue
+                    return last
                 try:
                     response = dns.message.from_wire(data)
                 except Exception as err:  # garbage is not readiness, keep waiting
                     last = f"unparsable response: {err}"
-                    continue
+                    return last
                 if response.id != query.id:
-                    continue
+                    return last
                 if self.accept(response):
-                    return
+                    return None
                 last = f"last rcode {dns.rcode.to_text(response.rcode())}"
+                return last
 
-
-def _is_loopback(host: str) -> bool:
-    return host == "::1" or host.startswith("127.")
-
-
-# ----------------------------------------------------------------------- Knot
-
-
-class KnotUpstream(ServerProcess):
-    """Knot DNS authoritative for ``example.test.`` (see ``ZONE_RECORDS``).
-
-    ``query_count()`` reads Knot's mod-stats counters over its control socket;
-    they reset on every (re)start.
-    """
-
-    label = "knot"
-    probe_name = ZONE
-    probe_type = "SOA"
-
-    def __init__(
-        self,
-        *,
-        host: str = LOOPBACK,
-        port: int | None = None,
-        records: Sequence[ZoneRecord] = ZONE_RECORDS,
-    ) -> None:
-        # Always a fresh short temp dir: the control socket lives there and Unix
-        # socket paths are limited to ~107 bytes, which pytest's tmp_path can exceed.
-        super().__init__(host=host, port=port)
-        self.records = tuple(records)
-        self.zone_path = self.workdir / "example.test.zone"
-        self.config_path = self.workdir / "knot.conf"
-        self.control_socket = self.workdir / "knot.sock"
-        self.knotd = find_binary("knotd")
-        self.knotc = find_binary("knotc")
-
-    def prepare(self) -> None:
-        self.zone_path.write_text(zone_file_text(self.records))
-        self.config_path.write_text(self._config_text())
-        # A pidfile left by kill() could name a live, unrelated process if the
-        # pid was reused, and knotd would then refuse to start.
-        (self.workdir / "knot.pid").unlink(missing_ok=True)
-
-    def _config_text(self) -> str:
-        user, group = _current_user_group()
-        d = self.workdir
-        listen = f"{self.host}@{self.port}"
-        # zonefile-sync -1 / journal-content none: Knot must never rewrite our
-        # zone file or keep state between restarts. One worker of each kind
-        # keeps start-up fast; the load from tests is tiny. mod-stats is cheap
-        # and gives query counters via knotc.
-        return f"""\
-server:
-    rundir: "{d}"
-    user: {user}:{group}
-    pidfile: "{d}/knot.pid"
-    listen: {listen}
-    udp-workers: 1
-    tcp-workers: 1
-    background-workers: 1
-
-database:
-    storage: "{d}"
-
-control:
-    listen: "{self.control_socket}"
-
-log:
-  - target: stderr
-    any: info
-
-mod-stats:
-  - id: counters
-
-template:
-  - id: default
-    storage: "{d}"
-    zonefile-sync: -1
-    zonefile-load: whole
-    journal-content: none
-    global-module: mod-stats/counters
-
-zone:
-  - domain: {ZONE}
-    file: "{self.zone_path}"
-"""
-
-    def command(self) -> list[str]:
-        return [self.knotd, "-c", str(self.config_path)]
-
-    def accept(self, response: dns.message.Message) -> bool:
-        # Knot binds before the zone is loaded; only the SOA proves it serves it.
-        return response.rcode() == dns.rcode.NOERROR and any(
-            rrset.rdtype == dns.rdatatype.SOA for rrset in response.answer
-        )
-
-    def stats(self) -> dict[str, int]:
-        """Knot's counters, e.g. ``{"mod-stats.request-protocol[udp4]": 3}``.
-
-        Knot omits counters that are still zero.
-        """
-        out = subprocess.run(
-            [self.knotc, "-s", str(self.control_socket), "stats"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=True,
-        ).stdout
-        result: dict[str, int] = {}
-        for line in out.splitlines():
-            key, sep, value = line.partition(" = ")
-            if sep:
-                with contextlib.suppress(ValueError):
-                    result[key.strip()] = int(value)
-        return result
-
-    def query_count(self) -> int:
-        """Queries received since the last start (UDP + TCP, incl. readiness probes)."""
-        return sum(
-            v for k, v in self.stats().items() if k.startswith("mod-stats.request-protocol[")
-        )
-
-
-# -------------------------------------------------------------------- dnsmasq
-
-
-class DnsmasqServer(ServerProcess):
-    """dnsmasq as a caching forwarder, configured only by its command line.
-
-    ``servers`` are dnsmasq ``--server`` values, e.g. ``"127.0.0.1#5300"`` or
-    ``"/consul/127.0.0.1#8600"``; every address in them must be loopback.
-    """
-
-    label = "dnsmasq"
-    # dnsmasq answers version.bind CH TXT itself, so readiness does not depend on
-    # the upstreams being up.
-    probe_name = "version.bind."
-    probe_type = "TXT"
-    probe_class = "CH"
-
-    def __init__(
-        self,
-        servers: Sequence[str],
-        *,
-        host: str = LOOPBACK,
-        port: int | None = None,
-        cache_size: int = 10000,
-        log_queries: bool = False,
-        extra_args: Sequence[str] = (),
-    ) -> None:
-        if host != LOOPBACK:
-            raise ValueError("DnsmasqServer listens on 127.0.0.1 only")
-        for server in servers:
-            addr = server.rsplit("/", 1)[-1].split("#", 1)[0]
-            if addr and not _is_loopback(addr):
-                raise ValueError(f"dnsmasq upstream {server!r} is not a loopback address")
-        super().__init__(host=host, port=port)
-        self.servers = tuple(servers)
-        self.cache_size = cache_size
-        self.log_queries = log_queries
-        self.extra_args = tuple(extra_args)
-        self.dnsmasq = find_binary("dnsmasq")
-
-    def command(self) -> list[str]:
-        user, group = _current_user_group()
-        args = [
-            self.dnsmasq,
-            "--keep-in-foreground",
-            "--conf-file=/dev/null",  # not /etc/dnsmasq.conf
-            "--no-resolv",  # never /etc/resolv.conf: only our loopback upstreams
-            "--no-hosts",
-            "--no-poll",
-            f"--port={self.port}",
-            f"--listen-address={self.host}",
-            "--bind-interfaces",
-            f"--cache-size={self.cache_size}",
-            f"--user={user}",
-            f"--group={group}",
-            "--pid-file=",  # empty: no pidfile, no clash with a system dnsmasq
-            "--log-facility=-",  # stderr, i.e. our log file
-            *(f"--server={s}" for s in self.servers),
-        ]
-        if self.log_queries:
-            args.append("--log-queries")
-        args.extend(self.extra_args)
-        return args
+            yield probe

@@ -6,8 +6,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.support.gateway_proc import GatewayProcess
-from tests.support.upstream import KnotUpstream
+from harness.gateway import GatewayProcess
+from harness.knot import KnotUpstream
 
 
 @pytest.fixture(scope="module")

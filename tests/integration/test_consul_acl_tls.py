@@ -12,11 +12,12 @@ import dns.rcode
 import pytest
 
 from gateway.options import REPO_ROOT
-from tests.support.consul import ConsulAgent, consul_binary, wait_for
-from tests.support.consul_gateway import ConsulGateway
+from harness.consul import ConsulAgent, consul_binary
+from harness.gateway import ConsulGateway
+from harness.knot import KnotUpstream
+from harness.ports import free_port
+from harness.process import wait_for
 from tests.support.dnsclient import query
-from tests.support.ports import free_port
-from tests.support.upstream import KnotUpstream
 
 pytestmark = pytest.mark.timeout(90)
 

@@ -12,10 +12,11 @@ from collections.abc import Callable, Iterator
 import dns.rcode
 import pytest
 
-from tests.support.consul import ConsulAgent, wait_for
-from tests.support.consul_gateway import ConsulGateway
+from harness.consul import ConsulAgent
+from harness.gateway import ConsulGateway
+from harness.knot import KnotUpstream
+from harness.process import wait_for
 from tests.support.dnsclient import query
-from tests.support.upstream import KnotUpstream
 
 pytestmark = pytest.mark.timeout(60)
 

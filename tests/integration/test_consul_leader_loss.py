@@ -15,10 +15,11 @@ import dns.exception
 import dns.rcode
 import pytest
 
-from tests.support.consul import ConsulCluster, wait_for
-from tests.support.consul_gateway import ConsulGateway
+from harness.consul import ConsulCluster
+from harness.gateway import ConsulGateway
+from harness.knot import KnotUpstream
+from harness.process import wait_for
 from tests.support.dnsclient import query
-from tests.support.upstream import KnotUpstream
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -8,11 +8,12 @@ from collections.abc import Iterator
 import dns.rcode
 import pytest
 
-from tests.support import upstream as zone
-from tests.support.consul import ConsulAgent, wait_for
-from tests.support.consul_gateway import ConsulGateway
+from harness import zone
+from harness.consul import ConsulAgent
+from harness.gateway import ConsulGateway
+from harness.knot import KnotUpstream
+from harness.process import wait_for
 from tests.support.dnsclient import query, values
-from tests.support.upstream import KnotUpstream
 
 pytestmark = pytest.mark.timeout(90)
 

@@ -9,10 +9,12 @@ import dns.flags
 import dns.rcode
 import pytest
 
-from tests.support import upstream as z
+from harness import zone as z
+from harness.dnsmasq import DnsmasqServer
+from harness.gateway import GatewayProcess
+from harness.knot import KnotUpstream
+from harness.process import ServerStartError
 from tests.support.dnsclient import dig_short, query, rrset, values
-from tests.support.gateway_proc import GatewayProcess, ServerStartError
-from tests.support.upstream import DnsmasqServer, KnotUpstream
 
 
 @pytest.fixture(scope="module")
