@@ -93,13 +93,19 @@ class GatewayProcess(DnsServerProcess):
 class ConsulGateway(GatewayProcess):
     """``python -m gateway --consul URL --upstream UPSTREAM --metrics-listen ... *args``.
 
-    Readiness is probed with ``consul. SOA``, which the gateway answers itself whatever
-    state Consul is in. ``env`` sets variables such as CONSUL_HTTP_TOKEN; the environment's
-    own CONSUL_HTTP_* variables are blanked.
+    Readiness is probed by default with ``consul. SOA``, which the gateway answers itself
+    whatever state Consul is in. ``env`` sets variables such as CONSUL_HTTP_TOKEN; the
+    environment's own CONSUL_HTTP_* variables are blanked.
     """
 
     def __init__(
-        self, consul_addr: str, upstream: str, *args: str, env: Mapping[str, str] | None = None
+        self,
+        consul_addr: str,
+        upstream: str,
+        *args: str,
+        env: Mapping[str, str] | None = None,
+        log_path: Path | None = None,
+        probe_name: str = "consul.",
     ) -> None:
         self.metrics_port = free_port()
         super().__init__(
@@ -111,8 +117,14 @@ class ConsulGateway(GatewayProcess):
             f"{LOOPBACK}:{self.metrics_port}",
             *args,
             env={**_BLANK_CONSUL_ENV, **(env or {})},
-            probe_name="consul.",
+            log_path=log_path,
+            probe_name=probe_name,
         )
+
+    @property
+    def metrics_addr(self) -> str:
+        """``host:port`` of the metrics endpoint (of the first worker with ``--workers``)."""
+        return f"{LOOPBACK}:{self.metrics_port}"
 
     def metrics(self, worker: int = 0) -> dict[str, float]:
         """The metrics of ``worker`` (``--workers``: worker i serves metrics port + i) as
