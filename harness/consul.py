@@ -27,11 +27,10 @@ import urllib.request
 import weakref
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Self
 
 from harness.ports import LOOPBACK, free_ports
-from harness.process import Probe, ServerProcess, ServerStartError, wait_for
+from harness.process import Closing, Probe, ServerProcess, ServerStartError, wait_for
 
 __all__ = [
     "ConsulAPIError",
@@ -448,7 +447,7 @@ class ConsulAgent(ConsulClient, ServerProcess):
 # --- a three-server cluster -------------------------------------------------------------
 
 
-class ConsulCluster:
+class ConsulCluster(Closing):
     """Three (``size``) Consul servers on loopback that elect a leader among themselves.
 
     For leader-loss tests: :meth:`kill` a server (SIGKILL) and :meth:`wait_for_new_leader`.
@@ -653,14 +652,3 @@ class ConsulCluster:
             server.close()
         if self._owned is not None:
             shutil.rmtree(self._owned, ignore_errors=True)
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()

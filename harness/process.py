@@ -210,7 +210,33 @@ def _reap(life: _Lifetime) -> None:
 # --- the base ---------------------------------------------------------------------------
 
 
-class ServerProcess:
+class Closing:
+    """``with`` for anything that starts and closes: ``start()`` on entry, ``close()`` on
+    exit, and ``close()`` too when the start fails (a half-started server holds ports)."""
+
+    def start(self) -> Self:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        try:
+            return self.start()
+        except BaseException:
+            self.close()
+            raise
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class ServerProcess(Closing):
     """A child process serving on ``host``:``port``, logging to a file.
 
     Subclasses supply :meth:`command` and :meth:`readiness`; :meth:`prepare` runs before
@@ -369,21 +395,6 @@ class ServerProcess:
             f"command: {shlex.join(self.command())}\n"
             f"log tail:\n{self.log_tail()}"
         )
-
-    def __enter__(self) -> Self:
-        try:
-            return self.start()
-        except BaseException:
-            self.close()
-            raise
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 class DnsServerProcess(ServerProcess):

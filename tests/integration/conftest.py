@@ -1,4 +1,5 @@
-"""Real processes for the gateway's integration tests: Knot upstream, gateway."""
+"""Fixtures shared by the integration tests: the Knot upstream (one per module) and the
+gateway in front of it with the embedded default catalog."""
 
 from __future__ import annotations
 

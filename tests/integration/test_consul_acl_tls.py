@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import subprocess
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -49,12 +48,6 @@ class AclAgent(ConsulAgent):
         self._opener = urllib.request.build_opener(
             urllib.request.ProxyHandler({}), _TokenHeader(MANAGEMENT_TOKEN)
         )
-
-
-@pytest.fixture(scope="module")
-def knot() -> Iterator[KnotUpstream]:
-    with KnotUpstream() as server:
-        yield server
 
 
 def a_records(gw: ConsulGateway, name: str) -> tuple[str, set[str]]:

@@ -31,12 +31,6 @@ def agent() -> Iterator[ConsulAgent]:
 
 
 @pytest.fixture(scope="module")
-def knot() -> Iterator[KnotUpstream]:
-    with KnotUpstream() as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
 def gateway(agent: ConsulAgent, knot: KnotUpstream) -> Iterator[ConsulGateway]:
     with ConsulGateway(agent.http_addr, knot.address) as gw:
         wait_for(

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
 
 import dns.exception
 import dns.rcode
@@ -26,12 +25,6 @@ pytestmark = pytest.mark.timeout(120)
 QUERY_INTERVAL_S = 0.02
 LOOP_LIMIT_S = 60.0  # the query loop stops by itself even if the test body fails
 FRESH_SERVICES = 40  # never asked before the leader is killed
-
-
-@pytest.fixture(scope="module")
-def knot() -> Iterator[KnotUpstream]:
-    with KnotUpstream() as server:
-        yield server
 
 
 class QueryLoop(threading.Thread):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 
 import dns.rcode
 import pytest
@@ -18,12 +17,6 @@ from tests.support.dnsclient import query, values
 pytestmark = pytest.mark.timeout(90)
 
 MAX_AGE_S = 2.0
-
-
-@pytest.fixture(scope="module")
-def knot() -> Iterator[KnotUpstream]:
-    with KnotUpstream() as server:
-        yield server
 
 
 def rcode(gw: ConsulGateway, name: str, rdtype: str = "A") -> str:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import dns.exception
 import dns.flags
 import dns.rcode
@@ -15,13 +13,6 @@ from harness.gateway import GatewayProcess
 from harness.knot import KnotUpstream
 from harness.process import ServerStartError
 from tests.support.dnsclient import dig_short, query, rrset, values
-
-
-@pytest.fixture(scope="module")
-def knot() -> Iterator[KnotUpstream]:
-    # Shared by the read-only tests; the kill/restart test gets its own.
-    with KnotUpstream() as server:
-        yield server
 
 
 def test_address_attributes(knot: KnotUpstream) -> None:
