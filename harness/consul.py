@@ -39,7 +39,6 @@ __all__ = [
     "ConsulCluster",
     "ConsulStartError",
     "consul_binary",
-    "wait_for",
 ]
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -107,7 +106,7 @@ def consul_binary() -> str:
 
 
 class ConsulClient:
-    """Thin helpers over Consul's HTTP API for setting up a catalog in tests.
+    """Thin helpers over Consul's HTTP API for setting up a catalog in tests and benchmarks.
 
     Kept to the handful of endpoints the tests need, with Consul's own JSON field names, so a
     test reads like the API documentation.

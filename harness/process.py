@@ -390,10 +390,11 @@ class ServerProcess(Closing):
     def _failure(self, what: str) -> str:
         # First line says what went wrong, last lines say why (the bench's start-failure
         # summary takes exactly these two).
+        tail = self.log_tail().rstrip() or "(the log is empty)"
         return (
             f"{self.label} on {self.address} {what}\n"
             f"command: {shlex.join(self.command())}\n"
-            f"log tail:\n{self.log_tail()}"
+            f"log tail:\n{tail}"
         )
 
 
