@@ -17,10 +17,10 @@ run: $(STAMP)
 	$(PY) -m gateway $(RUN_ARGS) $(ARGS)
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check gateway tests bench
-	$(VENV)/bin/ruff format --check gateway tests bench
+	$(VENV)/bin/ruff check gateway harness tests bench
+	$(VENV)/bin/ruff format --check gateway harness tests bench
 	$(VENV)/bin/mypy
-	$(VENV)/bin/mypy --strict tests bench
+	$(VENV)/bin/mypy --strict harness tests bench
 
 # Everything: system packages, the Consul test agent, lint, types, all tests.
 test: $(STAMP)

@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from tests.support.consul import ConsulClient
+from harness.consul import ConsulClient
 
 # Consul refuses transactions with more than 64 operations.
 TXN_MAX_OPS = 64

@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tests.support.upstream import find_binary
+from harness.process import find_binary
 
 
 class DnsperfError(RuntimeError):
@@ -181,14 +181,3 @@ def run(
         result.p99_ms = percentile(ordered, 99) * 1000
         result.samples = len(ordered)
     return result
-
-
-def version() -> str:
-    try:
-        out = subprocess.run(
-            [find_binary("dnsperf"), "-h"], capture_output=True, text=True, timeout=10
-        )
-    except (OSError, subprocess.SubprocessError):
-        return "?"
-    m = re.search(r"Version ([0-9.]+)", out.stdout + out.stderr)
-    return m.group(1) if m else "?"

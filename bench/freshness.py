@@ -25,9 +25,10 @@ from datetime import UTC, datetime
 import dns.message
 import dns.rdatatype
 
-from tests.support.consul import ConsulAgent, consul_binary, wait_for
-from tests.support.consul_gateway import ConsulGateway
-from tests.support.upstream import KnotUpstream
+from harness.consul import ConsulAgent, consul_binary
+from harness.gateway import ConsulGateway
+from harness.knot import KnotUpstream
+from harness.process import wait_for
 
 TARGET_P99_MS = 250.0
 POLL_INTERVAL_S = 0.001

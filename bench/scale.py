@@ -26,28 +26,24 @@ import dns.message
 import dns.query
 import dns.rcode
 
-from tests.support.consul import ConsulAgent, consul_binary
-from tests.support.gateway_proc import GatewayProcess
-from tests.support.ports import LOOPBACK, free_port
-from tests.support.upstream import ZONE, KnotUpstream
+from harness.consul import ConsulAgent, consul_binary
+from harness.gateway import ConsulGateway, scrape_metrics
+from harness.knot import KnotUpstream
+from harness.process import sigterm_as_interrupt
 
 from . import dnsperf
 from .catalog import make_catalog, register, service_name, wait_registered
-from .cli import RESULTS_DIR, gateway_version, machine, sigterm_as_interrupt
-from .servers import (
-    exception_counts,
-    peak_rss_kb,
-    process_tree,
-    rss_kb,
-    scrape_metrics,
-    versions,
-)
+from .environment import log as _log
+from .environment import machine, versions
+from .measuring import LogSummary, peak_rss_kb, process_tree, rss_kb
+from .reporting import RESULTS_DIR
+from .servers import bench_gateway
 
 INSTANCES = 10
 
 
 def log(msg: str) -> None:
-    print(f"[scale {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+    _log(msg, "scale")
 
 
 def first_answer(host: str, port: int, name: str, deadline: float) -> float | None:
@@ -86,7 +82,7 @@ def query_all(
     )
 
 
-def gateway_mem(gw: GatewayProcess) -> dict[str, float]:
+def gateway_mem(gw: ConsulGateway) -> dict[str, float]:
     assert gw.pid is not None
     pids = process_tree(gw.pid)
     return {"rss_mb": rss_kb(pids) / 1024, "peak_rss_mb": peak_rss_kb(pids) / 1024}
@@ -101,19 +97,12 @@ def run_mode(
     workdir: Path,
     args: argparse.Namespace,
 ) -> dict[str, Any]:
-    metrics_addr = f"{LOOPBACK}:{free_port()}"
-    gw_args = [
-        "--upstream",
-        knot.address,
-        "--consul",
-        consul.http_addr,
-        "--metrics-listen",
-        metrics_addr,
+    gw = bench_gateway(
+        knot,
+        consul,
         *(["--consul-watch-all"] if mode == "watch-all" else []),
-    ]
-    # Ready = answering a name of the upstream zone ("." would be REFUSED upstream, which
-    # the gateway may retry until its forward deadline).
-    gw = GatewayProcess(*gw_args, log_path=workdir / f"gateway-{n}-{mode}.log", probe_name=ZONE)
+        log_path=workdir / f"gateway-{n}-{mode}.log",
+    )
     out: dict[str, Any] = {"mode": mode}
     t0 = time.monotonic()
     try:
@@ -147,7 +136,7 @@ def run_mode(
         with contextlib.suppress(Exception):
             out["metrics"] = {
                 k: v
-                for k, v in scrape_metrics(metrics_addr).items()
+                for k, v in scrape_metrics(gw.metrics_addr, timeout=3.0).items()
                 if "consul" in k or "watch" in k or "service" in k
             }
         out["alive"] = gw.running
@@ -157,10 +146,11 @@ def run_mode(
     finally:
         out["log_tail"] = gw.log_tail(1500)
         text = gw.log_text()
+        summary = LogSummary.of(text)
         out["log_lines"] = text.count("\n")
-        out["log_errors"] = text.count(" ERROR ")
-        out["log_warnings"] = text.count(" WARNING ")
-        out["log_exceptions"] = exception_counts(text)
+        out["log_errors"] = summary.errors
+        out["log_warnings"] = summary.warnings
+        out["log_exceptions"] = summary.exceptions
         gw.close()
     return out
 
@@ -200,26 +190,24 @@ def run(args: argparse.Namespace) -> int:
                         f"{_s(r.get('all_answered_s'))}, RSS {_mb(r.get('rss_mb'))} "
                         f"{r.get('error') or ''}"
                     )
-                proc = consul.proc
-                if proc is not None:
-                    row["consul_rss_mb"] = rss_kb([proc.pid]) / 1024
+                if consul.pid is not None:
+                    row["consul_rss_mb"] = rss_kb([consul.pid]) / 1024
             except Exception as exc:
                 row["error"] = str(exc)[:300]
                 log(f"{n} services FAILED: {exc}")
             finally:
-                consul.stop()
+                consul.close()
             results.append(row)
     mach = machine()
-    vers = versions(consul_bin, None)
-    vers["gateway"] = gateway_version()
+    vers = versions(consul_bin)
     header = (
-        f"{now.strftime('%Y-%m-%d %H:%M UTC')} on {mach['nproc']} CPUs ({mach['cpu']}); "
-        f"Python {mach['python']}, gateway {vers['gateway']}, Consul {vers['consul']}"
+        f"{now.strftime('%Y-%m-%d %H:%M UTC')} on {mach.nproc} CPUs ({mach.cpu}); "
+        f"Python {mach.python}, gateway {vers['gateway']}, Consul {vers['consul']}"
     )
     text = table(results, args.modes)
     print(header)
     print(text)
-    doc = {"header": header, "machine": mach, "versions": vers, "results": results}
+    doc = {"header": header, "machine": mach.to_json(), "versions": vers, "results": results}
     (args.results_dir / f"scale-{stamp}.json").write_text(json.dumps(doc, indent=2) + "\n")
     (args.results_dir / f"scale-{stamp}.md").write_text(f"Measured {header}.\n\n{text}\n")
     took = time.monotonic() - started

@@ -1,17 +1,15 @@
-"""The servers under test, their memory, and the CoreDNS build.
+"""The servers under test and the back ends behind them, all with the same data.
 
-Everything listens on 127.0.0.1 on free ports. Processes are the fixtures of
-``tests.support`` (Knot, dnsmasq, the gateway, the Consul agent) plus CoreDNS here.
+Knot serves the generated zone and a Consul dev agent holds the generated catalog; every
+peer (the gateway, dnsmasq, Consul's own DNS, CoreDNS) answers from those two, so the
+figures compare servers, not data. The processes themselves are ``harness``'s; this
+module decides how the benchmark starts and labels them.
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
-import re
-import shutil
-import subprocess
-import urllib.request
+import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,81 +18,44 @@ import dns.message
 import dns.query
 import dns.rcode
 
-from tests.support.consul import ConsulAgent
-from tests.support.gateway_proc import GatewayProcess
-from tests.support.ports import LOOPBACK
-from tests.support.upstream import (
-    ZONE,
-    DnsmasqServer,
-    KnotUpstream,
-    ServerProcess,
-    find_binary,
-)
+from harness.consul import ConsulAgent
+from harness.coredns import CoreDNSServer, CoreDNSUnavailable, coredns_binary
+from harness.dnsmasq import DnsmasqServer
+from harness.gateway import ConsulGateway
+from harness.knot import KnotUpstream
+from harness.ports import LOOPBACK
+from harness.process import ServerProcess
+from harness.zone import ZONE
 
-CACHE_DIR = Path(
-    os.environ.get("CONSUL_GATEWAY_CACHE")
-    or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "consul-dns-gateway"
-)
-COREDNS_VERSION = "v1.15.0"
+from . import workloads
+from .catalog import Catalog, register, wait_registered
+from .environment import log
 
+ALL_SERVERS = ("gateway", "dnsmasq", "consul", "coredns")
 
-# ------------------------------------------------------------------------- memory
-
-
-def _children(pid: int) -> list[int]:
-    out: list[int] = []
-    with contextlib.suppress(OSError):
-        for task in os.listdir(f"/proc/{pid}/task"):
-            with contextlib.suppress(OSError):
-                text = Path(f"/proc/{pid}/task/{task}/children").read_text()
-                out += [int(p) for p in text.split()]
-    return out
-
-
-def process_tree(pid: int) -> list[int]:
-    """``pid`` and all its descendants (e.g. the gateway's ``--workers`` children)."""
-    seen: list[int] = []
-    todo = [pid]
-    while todo:
-        p = todo.pop()
-        if p in seen:
-            continue
-        seen.append(p)
-        todo += _children(p)
-    return seen
+# Labels say what each peer really does for each workload (one dnsmasq instance serves
+# both the "dnsmasq with cache" peer and the dnsmasq -> Consul DNS chain).
+LABELS: dict[str, dict[str, str]] = {
+    "gateway": {"*": "gateway"},
+    "dnsmasq": {
+        "w1": "dnsmasq -> Consul DNS (chain)",
+        "w5": "dnsmasq -> Consul DNS (chain)",
+        "w2": "dnsmasq cache -> Knot",
+        "w3": "dnsmasq cache -> Knot",
+        "*": "dnsmasq (cache; .consul -> Consul)",
+    },
+    "consul": {
+        "w1": "Consul DNS",
+        "w5": "Consul DNS",
+        "*": "Consul DNS (recursor -> Knot)",
+    },
+    "coredns": {"*": "CoreDNS forward+cache"},
+}
 
 
-def _status_kb(pid: int, key: str) -> int:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith(key + ":"):
-                return int(line.split()[1])
-    except (OSError, ValueError):
-        pass
-    return 0
-
-
-def peak_rss_kb(pids: Sequence[int]) -> int:
-    """Sum of VmHWM (peak resident set) over ``pids``."""
-    return sum(_status_kb(p, "VmHWM") for p in pids)
-
-
-def rss_kb(pids: Sequence[int]) -> int:
-    return sum(_status_kb(p, "VmRSS") for p in pids)
-
-
-def reset_peak_rss(pids: Sequence[int]) -> bool:
-    """Reset VmHWM to the current RSS (``echo 5 > clear_refs``); False if not allowed."""
-    ok = True
-    for p in pids:
-        try:
-            Path(f"/proc/{p}/clear_refs").write_text("5")
-        except OSError:
-            ok = False
-    return ok
-
-
-# ------------------------------------------------------------------------ servers
+def label(server: str, workload: str) -> str:
+    table = LABELS.get(server, {})
+    return table.get(workload, table.get("*", server))
 
 
 @dataclass
@@ -105,20 +66,140 @@ class Server:
     host: str
     port: int
     pid: int
-    process: ServerProcess | ConsulAgent
-    notes: list[str] = field(default_factory=list)
-
-    def pids(self) -> list[int]:
-        return process_tree(self.pid)
+    process: ServerProcess
 
     @property
     def alive(self) -> bool:
         return self.process.running
 
     def log_tail(self, chars: int = 3000) -> str:
-        if isinstance(self.process, ConsulAgent):
-            return self.process.log_tail(60)[-chars:]
         return self.process.log_tail(chars)
+
+
+def bench_gateway(
+    knot: KnotUpstream, consul: ConsulAgent, *args: str, log_path: Path
+) -> ConsulGateway:
+    """The gateway in front of ``consul`` with ``knot`` upstream, as every bench starts it.
+
+    Ready = answering a name of the upstream zone: "." would be REFUSED upstream, which
+    the gateway may retry until its forward deadline, and only the listener is in question.
+    """
+    return ConsulGateway(consul.http_addr, knot.address, *args, log_path=log_path, probe_name=ZONE)
+
+
+@dataclass
+class Backends:
+    """Knot with the generated zone and a Consul dev agent with the generated catalog."""
+
+    consul_bin: str
+    knot: KnotUpstream
+    consul: ConsulAgent
+
+
+def start_backends(
+    stack: contextlib.ExitStack, catalog: Catalog, consul_bin: str, instances: int
+) -> Backends:
+    """Start both (stopped by ``stack``) and register ``catalog``; Consul recurses to Knot."""
+    log("starting Knot (upstream, example.test.)")
+    knot = KnotUpstream(records=workloads.zone_records())
+    stack.callback(knot.close)
+    knot.start()
+    log("starting Consul dev agent")
+    consul = ConsulAgent("bench1", binary=consul_bin, hcl=[f'recursors = ["{knot.address}"]'])
+    stack.callback(consul.close)
+    consul.start()
+    took = register(consul, catalog)
+    wait_registered(consul, catalog)
+    log(
+        f"catalog: {len(catalog.services)} services x {instances} instances on "
+        f"{len(catalog.nodes)} nodes registered in {took:.2f}s"
+    )
+    return Backends(consul_bin, knot, consul)
+
+
+@dataclass
+class Peers:
+    """The servers that started, why the others did not, and how each was started."""
+
+    servers: list[Server] = field(default_factory=list)
+    unavailable: dict[str, str] = field(default_factory=dict)
+    gateway_command: list[str] | None = None
+    gateway_metrics_addr: str | None = None
+    dnsmasq_command: list[str] | None = None
+    coredns_binary: Path | None = None
+    corefile: str | None = None
+
+    @property
+    def gateway(self) -> Server | None:
+        return next((s for s in self.servers if s.key == "gateway"), None)
+
+
+def start_failure(exc: BaseException) -> str:
+    """First line of a start error plus the last line of the log tail it carries."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    if not lines:
+        return type(exc).__name__
+    return lines[0][:200] + (f" -- {lines[-1][:200]}" if len(lines) > 1 else "")
+
+
+def start_peers(
+    keys: Sequence[str],
+    stack: contextlib.ExitStack,
+    backends: Backends,
+    workdir: Path,
+    *,
+    gateway_args: str = "",
+    coredns_version: str,
+    coredns_build_timeout: float,
+) -> Peers:
+    """Start the servers named in ``keys``; one that fails is reported, not fatal."""
+    knot, consul = backends.knot, backends.consul
+    peers = Peers()
+    for key in keys:
+        try:
+            if key == "gateway":
+                gw = bench_gateway(
+                    knot, consul, *shlex.split(gateway_args), log_path=workdir / "gateway.log"
+                )
+                log(f"starting gateway: {' '.join(gw.command())}")
+                stack.callback(gw.close)
+                gw.start(timeout=30)
+                assert gw.pid is not None
+                peers.gateway_command = gw.command()
+                peers.gateway_metrics_addr = gw.metrics_addr
+                peers.servers.append(Server("gateway", gw.host, gw.port, gw.pid, gw))
+            elif key == "dnsmasq":
+                dm = DnsmasqServer(
+                    [f"{LOOPBACK}#{knot.port}", f"/consul/{LOOPBACK}#{consul.dns_port}"],
+                    cache_size=10000,
+                )
+                stack.callback(dm.close)
+                dm.start()
+                assert dm.pid is not None
+                peers.dnsmasq_command = dm.command()
+                peers.servers.append(Server("dnsmasq", dm.host, dm.port, dm.pid, dm))
+            elif key == "consul":
+                assert consul.pid is not None
+                peers.servers.append(
+                    Server("consul", LOOPBACK, consul.dns_port, consul.pid, consul)
+                )
+            elif key == "coredns":
+                log("CoreDNS: using the cached build or building it (Go module proxy)")
+                binary = coredns_binary(coredns_version, coredns_build_timeout)
+                peers.coredns_binary = binary
+                cd = CoreDNSServer(binary, knot.address, f"{LOOPBACK}:{consul.dns_port}")
+                stack.callback(cd.close)
+                cd.start()
+                assert cd.pid is not None
+                peers.corefile = cd.corefile.read_text()
+                peers.servers.append(Server("coredns", cd.host, cd.port, cd.pid, cd))
+        except CoreDNSUnavailable as exc:
+            peers.unavailable[key] = str(exc).splitlines()[0][:300]
+            log(f"{key}: not available: {exc}")
+        except Exception as exc:
+            peers.unavailable[key] = f"failed to start: {start_failure(exc)}"
+            log(f"{key} FAILED TO START: {exc}")
+    return peers
 
 
 def probe(host: str, port: int, name: str, rdtype: str, timeout: float = 2.0) -> str:
@@ -131,178 +212,18 @@ def probe(host: str, port: int, name: str, rdtype: str, timeout: float = 2.0) ->
     return f"{dns.rcode.to_text(resp.rcode())}/{sum(len(r) for r in resp.answer)}"
 
 
-class CoreDNSServer(ServerProcess):
-    """CoreDNS with ``forward`` + ``cache`` for ``.`` (Knot) and ``consul.`` (Consul DNS)."""
-
-    label = "coredns"
-    probe_name = ZONE
-
-    def __init__(self, binary: Path, upstream: str, consul_dns: str) -> None:
-        super().__init__(host=LOOPBACK)
-        self.binary = binary
-        self.upstream = upstream
-        self.consul_dns = consul_dns
-        self.corefile = self.workdir / "Corefile"
-
-    def prepare(self) -> None:
-        # bind: loopback only (CoreDNS listens on every address otherwise).
-        self.corefile.write_text(
-            f""".:{self.port} {{
-    bind {self.host}
-    errors
-    forward . {self.upstream}
-    cache
-}}
-consul.:{self.port} {{
-    bind {self.host}
-    errors
-    forward . {self.consul_dns}
-    cache
-}}
-"""
-        )
-
-    def command(self) -> list[str]:
-        return [str(self.binary), "-conf", str(self.corefile), "-quiet"]
-
-
-class CoreDNSUnavailable(RuntimeError):
-    pass
-
-
-_COREDNS_MAIN = """package main
-
-// A CoreDNS with only the plugins the benchmark's Corefile uses.
-import (
-	"github.com/coredns/coredns/core/dnsserver"
-	"github.com/coredns/coredns/coremain"
-	_ "github.com/coredns/coredns/plugin/bind"
-	_ "github.com/coredns/coredns/plugin/cache"
-	_ "github.com/coredns/coredns/plugin/errors"
-	_ "github.com/coredns/coredns/plugin/forward"
-)
-
-func init() {
-	// Plugin order, as in CoreDNS's plugin.cfg.
-	dnsserver.Directives = []string{"bind", "errors", "cache", "forward"}
-}
-
-func main() { coremain.Run() }
-"""
-
-
-def coredns_binary(version: str = COREDNS_VERSION, timeout: float = 600.0) -> Path:
-    """A CoreDNS binary: ``$COREDNS_BIN``, the cached build, or a fresh build.
-
-    Built from the Go module proxy (CoreDNS is Apache-2.0) as a small wrapper module in the
-    cache directory, outside the repository, with just the plugins the Corefile needs.
-    Raises CoreDNSUnavailable with the reason when it cannot be had within ``timeout``.
-    """
-    env_bin = os.environ.get("COREDNS_BIN", "").strip()
-    if env_bin:
-        return Path(env_bin)
-    binary = CACHE_DIR / f"coredns-{version}"
-    if binary.is_file() and os.access(binary, os.X_OK):
-        return binary
-    go = shutil.which("go")
-    if go is None:
-        raise CoreDNSUnavailable("Go is not installed")
-    work = CACHE_DIR / f"coredns-build-{version}"
-    work.mkdir(parents=True, exist_ok=True)
-    (work / "go.mod").write_text(
-        f"module corednsbench\n\ngo 1.24\n\nrequire github.com/coredns/coredns {version}\n"
-    )
-    (work / "main.go").write_text(_COREDNS_MAIN)
-    env = dict(os.environ)
-    # As tools/build-consul.sh: local toolchain, no checksum-database lookups.
-    env.update(GOTOOLCHAIN="local", GOSUMDB="off", GOFLAGS="-mod=mod", CGO_ENABLED="0")
-    log = work / "build.log"
-    tmp = work / "coredns.tmp"
-    with open(log, "w") as out:
-        for step in (
-            [go, "mod", "tidy"],
-            [go, "build", "-trimpath", "-o", str(tmp), "."],
-        ):
-            try:
-                proc = subprocess.run(
-                    step, cwd=work, env=env, stdout=out, stderr=subprocess.STDOUT, timeout=timeout
-                )
-            except subprocess.TimeoutExpired:
-                raise CoreDNSUnavailable(
-                    f"`{' '.join(step[1:3])}` took longer than {timeout:.0f}s"
-                ) from None
-            if proc.returncode != 0:
-                out.flush()
-                tail = log.read_text(errors="replace")[-800:]
-                raise CoreDNSUnavailable(f"`go {' '.join(step[1:3])}` failed: {tail}")
-    tmp.replace(binary)
-    return binary
-
-
-# ----------------------------------------------------------------------- versions
-
-
-_EXC_LINE = re.compile(r"^[A-Za-z_][\w.]*(?:Error|Exception|Unavailable|Timeout)\w*: .*$")
-
-
-def exception_counts(log_text: str) -> dict[str, int]:
-    """Final lines of the tracebacks in a log, counted (``module.Error: message``)."""
-    counts: dict[str, int] = {}
-    for line in log_text.splitlines():
-        if _EXC_LINE.match(line):
-            counts[line[:200]] = counts.get(line[:200], 0) + 1
-    return counts
-
-
-def _first_line(cmd: Sequence[str], pattern: str = r"(\d+\.\d+(?:\.\d+)?)") -> str:
-    try:
-        proc = subprocess.run(list(cmd), capture_output=True, text=True, timeout=20)
-    except (OSError, subprocess.SubprocessError):
-        return "?"
-    m = re.search(pattern, proc.stdout + proc.stderr)
-    return m.group(1) if m else "?"
-
-
-def versions(consul_bin: str, coredns: Path | None) -> dict[str, str]:
-    out = {
-        "dnsmasq": _first_line([find_binary("dnsmasq"), "--version"]),
-        "knot": _first_line([find_binary("knotd"), "--version"]),
-        "consul": _first_line([consul_bin, "version"]),
-    }
-    if coredns is not None:
-        out["coredns"] = _first_line([str(coredns), "-version"])
-    return out
-
-
-def scrape_metrics(addr: str, timeout: float = 3.0) -> dict[str, float]:
-    """The gateway's Prometheus text, as ``{name: value}``."""
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    with opener.open(f"http://{addr}/metrics", timeout=timeout) as resp:
-        text = resp.read().decode()
-    values: dict[str, float] = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            name, _, value = line.rpartition(" ")
-            with contextlib.suppress(ValueError):
-                values[name] = float(value)
-    return values
-
-
-__all__ = [
-    "ConsulAgent",
-    "CoreDNSServer",
-    "CoreDNSUnavailable",
-    "DnsmasqServer",
-    "GatewayProcess",
-    "KnotUpstream",
-    "Server",
-    "coredns_binary",
-    "exception_counts",
-    "peak_rss_kb",
-    "probe",
-    "process_tree",
-    "reset_peak_rss",
-    "rss_kb",
-    "scrape_metrics",
-    "versions",
-]
+def sanity(servers: Sequence[Server], catalog: Catalog) -> dict[str, str]:
+    """One line per server: does it answer a Consul name, a cached name and an NXDOMAIN?"""
+    svc = catalog.services[0].name
+    checks = [
+        (f"{svc}.service.consul", "A"),
+        (f"{svc}.service.consul", "SRV"),
+        (workloads.cached_name(1), "A"),
+        ("nx0001." + ZONE, "A"),
+    ]
+    lines: dict[str, str] = {}
+    for s in servers:
+        answers = ", ".join(f"{n} {t}: {probe(s.host, s.port, n, t)}" for n, t in checks)
+        log(f"{s.key} on {s.host}:{s.port} pid {s.pid}: {answers}")
+        lines[s.key] = answers
+    return lines

@@ -16,48 +16,23 @@ import argparse
 import datetime as dt
 import os
 import socket
-import subprocess
 import time
-import urllib.request
 
 import dns.message
 
-from tests.support.consul import ConsulAgent
-from tests.support.consul_gateway import ConsulGateway
-from tests.support.ports import LOOPBACK
+from harness.consul import ConsulAgent
+from harness.gateway import ConsulGateway
+
+from .measuring import rss_kb, worker_pids
 
 # Source sockets per service lookup: SO_REUSEPORT hashes the 4-tuple, so
 # several client ports reach every worker with high probability.
 CLIENT_SOCKETS = 16
 
 
-def worker_pids(parent: int) -> list[int]:
-    out = subprocess.run(["pgrep", "-P", str(parent)], capture_output=True, text=True).stdout
-    children = [int(p) for p in out.split()]
-    return children or [parent]
-
-
-def rss_mb(pids: list[int]) -> float:
-    total = 0
-    for pid in pids:
-        with open(f"/proc/{pid}/status") as status:
-            for line in status:
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1])
-    return total / 1024
-
-
 def requests_total(gw: ConsulGateway, workers: int) -> float:
-    total = 0.0
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    for i in range(workers):
-        url = f"http://{LOOPBACK}:{gw.metrics_port + i}/metrics"
-        with opener.open(url, timeout=5) as response:
-            for line in response.read().decode().splitlines():
-                name, _, value = line.partition(" ")
-                if name == "dns_gateway_consul_http_requests":
-                    total += float(value)
-    return total
+    """Consul HTTP requests made so far, summed over the workers."""
+    return sum(gw.metrics(worker=i).get("consul_http_requests", 0.0) for i in range(workers))
 
 
 def ask_everywhere(gw: ConsulGateway, names: list[str]) -> None:
@@ -96,7 +71,7 @@ def measure(
             "startup_requests": start,
             "per_change": (after_changes - start) / changes,
             "idle_per_min": (after_idle - after_changes) / idle_s * 60,
-            "rss_mb": rss_mb(pids),
+            "rss_mb": rss_kb(pids) / 1024,
         }
 
 

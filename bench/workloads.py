@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.support.upstream import ZONE, ZONE_RECORDS, ZoneRecord
+from harness.zone import ZONE, ZONE_RECORDS, ZoneRecord
 
 from .catalog import Catalog
 
@@ -124,3 +124,16 @@ def w4_lines(catalog: Catalog, rng: random.Random, size: int = 5000) -> list[str
 def write(path: Path, lines: Sequence[str]) -> Path:
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def query_files(workdir: Path, catalog: Catalog) -> dict[str, Path]:
+    """The query files of the looped workloads, the same for every server (w3 makes its
+    own per run); seeded, so two runs ask the same names in the same order."""
+    rng = random.Random(4)
+    files = {
+        "w1": write(workdir / "w1.txt", w1_lines(catalog, rng)),
+        "w2": write(workdir / "w2.txt", w2_lines(rng)),
+        "w4": write(workdir / "w4.txt", w4_lines(catalog, rng)),
+    }
+    files["w5"] = files["w1"]
+    return files

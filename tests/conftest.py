@@ -1,4 +1,4 @@
-"""Shared pytest set-up: the repo root on sys.path for ``tests.support``."""
+"""Shared pytest set-up: the repo root on sys.path for ``harness`` and ``tests.support``."""
 
 from __future__ import annotations
 

@@ -17,13 +17,23 @@ fi
 VERSIONS=${CONSUL_TEST_VERSIONS:-"1.16.4 1.16.3"}
 CACHE=${CONSUL_GATEWAY_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/consul-dns-gateway}
 
+# The first line of `$1 version` ("Consul v1.16.3"). The whole output is read before it is
+# cut: in a `consul version | head -1 | grep -q` pipeline, head and grep stop reading
+# early, consul then dies of SIGPIPE, and pipefail turned that into "wrong version" about
+# one time in four, rebuilding a good cached binary.
+version_line() {
+  local out
+  out=$("$1" version 2>/dev/null) || return 1
+  printf '%s\n' "${out%%$'\n'*}"
+}
+
 for VERSION in $VERSIONS; do
-  if command -v consul >/dev/null 2>&1 && consul version 2>/dev/null | head -1 | grep -qx "Consul v$VERSION"; then
+  if command -v consul >/dev/null 2>&1 && [ "$(version_line consul)" = "Consul v$VERSION" ]; then
     command -v consul
     exit 0
   fi
   BIN=$CACHE/consul-$VERSION
-  if [ -x "$BIN" ] && "$BIN" version 2>/dev/null | head -1 | grep -qx "Consul v$VERSION"; then
+  if [ -x "$BIN" ] && [ "$(version_line "$BIN")" = "Consul v$VERSION" ]; then
     echo "$BIN"
     exit 0
   fi
@@ -78,7 +88,7 @@ cp "$DIR/go.sum" go.sum
 chmod u+w go.sum
 go build -trimpath -o "$BIN.tmp" github.com/hashicorp/consul >&2 || return 1
 mv "$BIN.tmp" "$BIN"
-"$BIN" version | head -1 >&2
+version_line "$BIN" >&2
 echo "$BIN"
 }
 

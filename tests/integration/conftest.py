@@ -1,4 +1,5 @@
-"""Real processes for the gateway's integration tests: Knot upstream, gateway."""
+"""Fixtures shared by the integration tests: the Knot upstream (one per module) and the
+gateway in front of it with the embedded default catalog."""
 
 from __future__ import annotations
 
@@ -6,8 +7,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.support.gateway_proc import GatewayProcess
-from tests.support.upstream import KnotUpstream
+from harness.gateway import GatewayProcess
+from harness.knot import KnotUpstream
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import subprocess
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -12,11 +11,12 @@ import dns.rcode
 import pytest
 
 from gateway.options import REPO_ROOT
-from tests.support.consul import ConsulAgent, consul_binary, wait_for
-from tests.support.consul_gateway import ConsulGateway
+from harness.consul import ConsulAgent, consul_binary
+from harness.gateway import ConsulGateway
+from harness.knot import KnotUpstream
+from harness.ports import free_port
+from harness.process import wait_for
 from tests.support.dnsclient import query
-from tests.support.ports import free_port
-from tests.support.upstream import KnotUpstream
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -48,12 +48,6 @@ class AclAgent(ConsulAgent):
         self._opener = urllib.request.build_opener(
             urllib.request.ProxyHandler({}), _TokenHeader(MANAGEMENT_TOKEN)
         )
-
-
-@pytest.fixture(scope="module")
-def knot() -> Iterator[KnotUpstream]:
-    with KnotUpstream() as server:
-        yield server
 
 
 def a_records(gw: ConsulGateway, name: str) -> tuple[str, set[str]]:

@@ -18,10 +18,11 @@ import dns.rcode
 import dns.rdatatype
 import pytest
 
-from tests.support.consul import ConsulAgent, wait_for
-from tests.support.consul_gateway import ConsulGateway
+from harness.consul import ConsulAgent
+from harness.gateway import ConsulGateway
+from harness.knot import KnotUpstream
+from harness.process import wait_for
 from tests.support.dnsclient import query
-from tests.support.upstream import KnotUpstream
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -11,7 +11,8 @@ import dns.query
 import dns.rdatatype
 import pytest
 
-from tests.support.consul import ConsulAgent, ConsulCluster, wait_for
+from harness.consul import ConsulAgent, ConsulCluster
+from harness.process import wait_for
 
 
 @pytest.fixture(scope="module")

@@ -12,10 +12,11 @@ from collections.abc import Callable, Iterator
 import dns.rcode
 import pytest
 
-from tests.support.consul import ConsulAgent, wait_for
-from tests.support.consul_gateway import ConsulGateway
+from harness.consul import ConsulAgent
+from harness.gateway import ConsulGateway
+from harness.knot import KnotUpstream
+from harness.process import wait_for
 from tests.support.dnsclient import query
-from tests.support.upstream import KnotUpstream
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -27,12 +28,6 @@ CHANGE_TIMEOUT_S = 10.0
 def agent() -> Iterator[ConsulAgent]:
     with ConsulAgent() as a:
         yield a
-
-
-@pytest.fixture(scope="module")
-def knot() -> Iterator[KnotUpstream]:
-    with KnotUpstream() as server:
-        yield server
 
 
 @pytest.fixture(scope="module")

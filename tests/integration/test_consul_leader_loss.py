@@ -9,28 +9,22 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
 
 import dns.exception
 import dns.rcode
 import pytest
 
-from tests.support.consul import ConsulCluster, wait_for
-from tests.support.consul_gateway import ConsulGateway
+from harness.consul import ConsulCluster
+from harness.gateway import ConsulGateway
+from harness.knot import KnotUpstream
+from harness.process import wait_for
 from tests.support.dnsclient import query
-from tests.support.upstream import KnotUpstream
 
 pytestmark = pytest.mark.timeout(120)
 
 QUERY_INTERVAL_S = 0.02
 LOOP_LIMIT_S = 60.0  # the query loop stops by itself even if the test body fails
 FRESH_SERVICES = 40  # never asked before the leader is killed
-
-
-@pytest.fixture(scope="module")
-def knot() -> Iterator[KnotUpstream]:
-    with KnotUpstream() as server:
-        yield server
 
 
 class QueryLoop(threading.Thread):

@@ -3,26 +3,20 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 
 import dns.rcode
 import pytest
 
-from tests.support import upstream as zone
-from tests.support.consul import ConsulAgent, wait_for
-from tests.support.consul_gateway import ConsulGateway
+from harness import zone
+from harness.consul import ConsulAgent
+from harness.gateway import ConsulGateway
+from harness.knot import KnotUpstream
+from harness.process import wait_for
 from tests.support.dnsclient import query, values
-from tests.support.upstream import KnotUpstream
 
 pytestmark = pytest.mark.timeout(90)
 
 MAX_AGE_S = 2.0
-
-
-@pytest.fixture(scope="module")
-def knot() -> Iterator[KnotUpstream]:
-    with KnotUpstream() as server:
-        yield server
 
 
 def rcode(gw: ConsulGateway, name: str, rdtype: str = "A") -> str:

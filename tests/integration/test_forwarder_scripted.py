@@ -1,78 +1,24 @@
 """The forwarder against scripted upstreams on loopback sockets.
 
-The upstream here is a few lines that answer as each test needs (spoofed
-replies, truncation, silence); the real Knot upstream is exercised in the
-integration tests.
+The upstreams (``tests/support/scripted.py``) answer as each test needs
+(spoofed replies, truncation, silence); the real Knot upstream is exercised in
+the other integration tests.
 """
 
 from __future__ import annotations
 
 import asyncio
 import socket
-import struct
-from collections.abc import Callable
 
+import dns.flags
 import dns.message
-import dns.rrset
 import pytest
 
 from gateway.forward.forwarder import Forwarder
 from gateway.options import Endpoint
+from tests.support.scripted import ScriptedUpstream, answer_for
 
 QUESTION = b"\x03www\x07example\x00\x00\x01\x00\x01"
-
-# What a scripted upstream does with each query (return values are ignored).
-Script = Callable[[bytes, tuple[str, int], socket.socket], object]
-
-
-def answer_for(query: bytes, address: str = "192.0.2.7", *, tc: bool = False) -> bytes:
-    msg = dns.message.from_wire(query)
-    reply = dns.message.make_response(msg)
-    if tc:
-        reply.flags |= dns.flags.TC
-    else:
-        reply.answer.append(dns.rrset.from_text("www.example.", 60, "IN", "A", address))
-    return reply.to_wire()
-
-
-class ScriptedUpstream:
-    """UDP (and optional TCP) on 127.0.0.1, answering through ``script``."""
-
-    def __init__(self, script: Script, tcp_address: str | None = None) -> None:
-        self.udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.udp.bind(("127.0.0.1", 0))
-        self.udp.setblocking(False)
-        self.port = self.udp.getsockname()[1]
-        self.script = script
-        self.queries: list[bytes] = []
-        self.tcp_address = tcp_address
-        self.tcp_server: asyncio.Server | None = None
-
-    async def start(self) -> None:
-        loop = asyncio.get_running_loop()
-        loop.add_reader(self.udp.fileno(), self._on_udp)
-        if self.tcp_address is not None:
-            self.tcp_server = await asyncio.start_server(self._on_tcp, "127.0.0.1", self.port)
-
-    def _on_udp(self) -> None:
-        data, addr = self.udp.recvfrom(4096)
-        self.queries.append(data)
-        self.script(data, addr, self.udp)
-
-    async def _on_tcp(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        size = struct.unpack("!H", await reader.readexactly(2))[0]
-        query = await reader.readexactly(size)
-        assert self.tcp_address is not None
-        reply = answer_for(query, self.tcp_address)
-        writer.write(struct.pack("!H", len(reply)) + reply)
-        await writer.drain()
-        writer.close()
-
-    def close(self) -> None:
-        asyncio.get_running_loop().remove_reader(self.udp.fileno())
-        self.udp.close()
-        if self.tcp_server is not None:
-            self.tcp_server.close()
 
 
 async def resolve(forwarder: Forwarder, question: bytes = QUESTION) -> bytes | None:

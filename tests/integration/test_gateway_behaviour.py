@@ -21,11 +21,11 @@ import dns.rcode
 import pytest
 from scipy.stats import chisquare
 
-from tests.support import upstream as zone
+from harness import zone
+from harness.gateway import REPO_ROOT, GatewayProcess
+from harness.knot import KnotUpstream
+from harness.ports import free_port
 from tests.support.dnsclient import query
-from tests.support.gateway_proc import REPO_ROOT, GatewayProcess
-from tests.support.ports import free_port
-from tests.support.upstream import KnotUpstream
 
 # Goodness-of-fit threshold: a correct server fails this about once in 10^4 runs.
 P_VALUE_FLOOR = 1e-4

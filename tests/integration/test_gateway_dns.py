@@ -16,10 +16,10 @@ import dns.rcode
 import dns.rdatatype
 import pytest
 
-from tests.support import upstream as zone
+from harness import zone
+from harness.gateway import GatewayProcess
+from harness.knot import KnotUpstream
 from tests.support.dnsclient import dig, dig_short, query, values
-from tests.support.gateway_proc import GatewayProcess
-from tests.support.upstream import KnotUpstream
 
 WEB = {"192.0.2.11", "192.0.2.12", "192.0.2.13"}
 

@@ -2,24 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import dns.exception
 import dns.flags
 import dns.rcode
 import pytest
 
-from tests.support import upstream as z
+from harness import zone as z
+from harness.dnsmasq import DnsmasqServer
+from harness.gateway import GatewayProcess
+from harness.knot import KnotUpstream
+from harness.process import ServerStartError
 from tests.support.dnsclient import dig_short, query, rrset, values
-from tests.support.gateway_proc import GatewayProcess, ServerStartError
-from tests.support.upstream import DnsmasqServer, KnotUpstream
-
-
-@pytest.fixture(scope="module")
-def knot() -> Iterator[KnotUpstream]:
-    # Shared by the read-only tests; the kill/restart test gets its own.
-    with KnotUpstream() as server:
-        yield server
 
 
 def test_address_attributes(knot: KnotUpstream) -> None:

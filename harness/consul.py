@@ -1,40 +1,36 @@
-"""Real Consul agents for the integration tests, benchmarks and fault tests.
+"""Real Consul agents (one dev agent, or a three-server cluster) and their HTTP API.
 
-The gateway is tested against a real Consul (built by ``tools/build-consul.sh``), never
-against an imitation of its HTTP API: Consul's own DNS on the agent's DNS port is the
-reference the gateway's answers are compared with.
+The gateway is tested and benchmarked against a real Consul (built by
+``tools/build-consul.sh``), never against an imitation of its HTTP API: Consul's own DNS
+on the agent's DNS port is the reference the gateway's answers are compared with.
 
-Everything listens on loopback only, on ports picked free at start, and every process
-started here is killed when its owner is stopped, garbage collected, or the interpreter
-exits -- and, through PR_SET_PDEATHSIG, even when the test runner itself is SIGKILLed.
+An agent is a :class:`~harness.process.ServerProcess` like every other server here:
+loopback only, ports picked free at start, killed with its owner. It is ready once a
+leader is elected and its own node is in the catalog.
 
 The HTTP helpers use plain ``urllib`` (no ``requests``) so that mypy needs no stub package.
 """
 
 from __future__ import annotations
 
-import atexit
 import contextlib
-import ctypes
 import functools
 import json
 import os
 import shutil
-import signal
 import subprocess
 import tempfile
-import threading
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
 import weakref
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import Any, Self
 
-from tests.support.ports import LOOPBACK, free_ports
+from harness.ports import LOOPBACK, free_ports
+from harness.process import Closing, Probe, ServerProcess, ServerStartError, wait_for
 
 __all__ = [
     "ConsulAPIError",
@@ -43,12 +39,9 @@ __all__ = [
     "ConsulCluster",
     "ConsulStartError",
     "consul_binary",
-    "wait_for",
 ]
 
-T = TypeVar("T")
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[1]
 BUILD_SCRIPT = REPO_ROOT / "tools" / "build-consul.sh"
 
 # Start-up can take a while on a loaded two-core CI machine (leader election, first
@@ -69,7 +62,7 @@ _CHECK_VERBS = {
 }
 
 
-class ConsulStartError(RuntimeError):
+class ConsulStartError(ServerStartError):
     """The agent did not come up (or died) in time; the message holds its log tail."""
 
 
@@ -109,114 +102,11 @@ def consul_binary() -> str:
     return lines[-1].strip()
 
 
-def wait_for(
-    predicate: Callable[[], T | None],
-    timeout: float = 10.0,
-    *,
-    interval: float = 0.05,
-    message: str = "condition",
-) -> T:
-    """Poll ``predicate`` until it returns a truthy value, and return that value.
-
-    Exceptions from the predicate count as "not yet" (an agent that is restarting refuses
-    connections for a moment); the last one is reported if the wait times out.
-    """
-    deadline = time.monotonic() + timeout
-    last_exc: BaseException | None = None
-    last_value: T | None = None
-    while True:
-        try:
-            last_value = predicate()
-            if last_value:
-                return last_value
-        except Exception as exc:  # any failure just means "not yet"
-            last_exc = exc
-        if time.monotonic() >= deadline:
-            detail = f"; last error: {last_exc!r}" if last_exc else f"; last value: {last_value!r}"
-            raise TimeoutError(f"timed out after {timeout:.1f}s waiting for {message}{detail}")
-        time.sleep(interval)
-
-
-# --- process lifetime -------------------------------------------------------------------
-
-# Every Consul process still running; killed at interpreter exit as a last resort (the
-# weakref finalizers of their owners normally get there first).
-_LIVE: set[subprocess.Popen[bytes]] = set()
-_LIVE_LOCK = threading.Lock()
-
-
-def _kill_process(proc: subprocess.Popen[bytes], *, graceful: bool, timeout: float = 10.0) -> None:
-    if proc.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            proc.send_signal(signal.SIGTERM if graceful else signal.SIGKILL)
-        try:
-            proc.wait(timeout=timeout if graceful else 5.0)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                proc.kill()
-            proc.wait(timeout=5.0)
-    with _LIVE_LOCK:
-        _LIVE.discard(proc)
-
-
-def _kill_all_at_exit() -> None:
-    with _LIVE_LOCK:
-        procs = list(_LIVE)
-    for proc in procs:
-        _kill_process(proc, graceful=False)
-
-
-# Registered at import, so it runs after the finalizers of objects created later (atexit is
-# LIFO) and catches anything they missed.
-atexit.register(_kill_all_at_exit)
-
-
-def _die_with_parent() -> None:
-    """Child-side (preexec): ask the kernel to SIGKILL us when the parent dies.
-
-    Covers the case no Python code can: the test runner being SIGKILLed (CI timeouts), which
-    would otherwise leave agents holding ports. Failure to set it is harmless.
-    """
-    with contextlib.suppress(Exception):
-        pr_set_pdeathsig = 1
-        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, int(signal.SIGKILL), 0, 0, 0)
-
-
-def _spawn(args: Sequence[str], log_path: Path) -> subprocess.Popen[bytes]:
-    # PDEATHSIG fires when the *thread* that forked exits, so it is only safe to use from the
-    # main thread; agents started from a helper thread rely on the finalizers instead.
-    in_main = threading.current_thread() is threading.main_thread()
-    with open(log_path, "ab") as log:
-        proc = subprocess.Popen(
-            list(args),
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            # Own session: a Ctrl-C in the terminal reaches pytest only, which then stops the
-            # agents in order instead of them dying mid-test.
-            start_new_session=True,
-            preexec_fn=_die_with_parent if in_main else None,
-        )
-    with _LIVE_LOCK:
-        _LIVE.add(proc)
-    return proc
-
-
-def _cleanup(state: dict[str, Any]) -> None:
-    """Finalizer shared by stop(), garbage collection and interpreter exit."""
-    proc: subprocess.Popen[bytes] | None = state.get("proc")
-    if proc is not None:
-        _kill_process(proc, graceful=False)
-    owned: Path | None = state.get("owned_dir")
-    if owned is not None:
-        shutil.rmtree(owned, ignore_errors=True)
-
-
 # --- HTTP API helpers -------------------------------------------------------------------
 
 
 class ConsulClient:
-    """Thin helpers over Consul's HTTP API for setting up a catalog in tests.
+    """Thin helpers over Consul's HTTP API for setting up a catalog in tests and benchmarks.
 
     Kept to the handful of endpoints the tests need, with Consul's own JSON field names, so a
     test reads like the API documentation.
@@ -407,16 +297,18 @@ def _q(part: str) -> str:
     return urllib.parse.quote(part, safe="")
 
 
-# --- one agent --------------------------------------------------------------------------
-
-
-class ConsulAgent(ConsulClient):
+class ConsulAgent(ConsulClient, ServerProcess):
     """One Consul agent on loopback, by default a ``-dev`` server (in-memory, own leader).
 
     ``hcl`` strings are passed as ``-hcl`` flags (e.g. ``"dns_config { only_passing = true }"``,
     ``'recursors = ["127.0.0.1:5300"]'``). ``extra_args`` and ``dev=False`` are what
-    :class:`ConsulCluster` uses to run real servers.
+    :class:`ConsulCluster` uses to run real servers. ``port`` is the agent's DNS port.
     """
+
+    start_timeout = DEFAULT_START_TIMEOUT
+    # A clean leave of a real server takes a few seconds.
+    stop_timeout = 10.0
+    start_error = ConsulStartError
 
     def __init__(
         self,
@@ -431,6 +323,7 @@ class ConsulAgent(ConsulClient):
         extra_args: Sequence[str] = (),
     ) -> None:
         self.node_name = node_name
+        self.label = f"consul agent {node_name}"
         self.datacenter = "dc1"
         self.hcl = list(hcl)
         self.binary = binary
@@ -438,20 +331,18 @@ class ConsulAgent(ConsulClient):
         self.start_timeout = start_timeout
         self.dev = dev
         self.extra_args = list(extra_args)
-        # Only a directory made here is deleted on stop(); a given one (pytest's tmp_path)
-        # is the caller's and keeps the log for inspection.
-        self._state: dict[str, Any] = {"proc": None, "owned_dir": None}
-        if workdir is None:
-            self.workdir = Path(tempfile.mkdtemp(prefix=f"consul-{node_name}-"))
-            self._state["owned_dir"] = self.workdir
-        else:
-            self.workdir = Path(workdir)
-            self.workdir.mkdir(parents=True, exist_ok=True)
-        self.data_dir = self.workdir / "data"
-        self.log_path = self.workdir / "consul.log"
-        self._finalizer = weakref.finalize(self, _cleanup, self._state)
         self._pick_ports()
-        super().__init__(self.http_addr)
+        own = Path(tempfile.mkdtemp(prefix=f"consul-{node_name}-")) if workdir is None else None
+        where = Path(workdir) if workdir is not None else own
+        assert where is not None
+        ServerProcess.__init__(
+            self, port=self.dns_port, workdir=where, log_path=where / "consul.log"
+        )
+        # Only a directory made here is deleted on close(); a given one (pytest's tmp_path)
+        # is the caller's and keeps the log for inspection.
+        self._life.owned_dir = own
+        self.data_dir = self.workdir / "data"
+        ConsulClient.__init__(self, self.http_addr)
 
     def _pick_ports(self) -> None:
         (
@@ -461,6 +352,7 @@ class ConsulAgent(ConsulClient):
             self.serf_wan_port,
             self.server_port,
         ) = free_ports(5)
+        self.port = self.dns_port
         self.http_addr = f"http://{LOOPBACK}:{self.http_port}"
 
     @property
@@ -472,17 +364,8 @@ class ConsulAgent(ConsulClient):
     def dns_addr(self) -> tuple[str, int]:
         return (LOOPBACK, self.dns_port)
 
-    @property
-    def proc(self) -> subprocess.Popen[bytes] | None:
-        proc: subprocess.Popen[bytes] | None = self._state["proc"]
-        return proc
-
-    @property
-    def running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
     def args(self) -> list[str]:
-        """The full command line (also handy in error messages)."""
+        """The full command line."""
         args = [self.binary or consul_binary(), "agent"]
         if self.dev:
             args.append("-dev")
@@ -508,32 +391,29 @@ class ConsulAgent(ConsulClient):
         args += [f"-hcl={h}" for h in self.hcl]
         return args
 
-    def launch(self) -> None:
-        """Start the process without waiting (the cluster starts all servers, then waits)."""
-        if self.running:
-            return
+    def command(self) -> list[str]:
+        return self.args()
+
+    def prepare(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        # Consul's log says nothing of how it was started; the header tells the restarts
+        # of one agent apart in the shared log.
         with open(self.log_path, "ab") as log:
             log.write(f"--- {time.strftime('%H:%M:%S')} {' '.join(self.args())}\n".encode())
-        self._state["proc"] = _spawn(self.args(), self.log_path)
 
-    def start(self) -> Self:
+    def start(self, timeout: float | None = None) -> Self:
         """Start and wait until there is a leader and this node is in the catalog.
 
         Ports are picked free just before start, so another process can grab one in between:
         a dev agent that dies with "address already in use" is retried on fresh ports.
         """
         for attempt in range(3):
-            self.launch()
             try:
-                self.wait_ready(self.start_timeout)
-                return self
+                return super().start(timeout)
             except ConsulStartError:
-                port_race = "address already in use" in self.log_tail(200)
+                port_race = "address already in use" in self.log_tail(20000)
                 if not (self.dev and port_race and attempt < 2):
-                    self.kill()
                     raise
-                self.kill()
                 self._pick_ports()
         raise AssertionError("unreachable")
 
@@ -544,63 +424,19 @@ class ConsulAgent(ConsulClient):
         node = self.request("GET", f"/v1/catalog/node/{_q(self.node_name)}", timeout=2.0)
         return bool(node and node.get("Node"))
 
-    def wait_ready(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        last: BaseException | None = None
-        while time.monotonic() < deadline:
-            proc = self.proc
-            if proc is None or proc.poll() is not None:
-                code = None if proc is None else proc.returncode
-                raise ConsulStartError(
-                    f"consul agent {self.node_name} exited (code {code}) during start-up\n"
-                    f"command: {' '.join(self.args())}\n--- log tail ---\n{self.log_tail()}"
-                )
+    @contextlib.contextmanager
+    def readiness(self) -> Iterator[Probe]:
+        def probe() -> str | None:
             try:
                 if self.is_ready():
-                    return
+                    return None
+                reason = "no leader yet, or own node not in the catalog"
             except (OSError, ConsulAPIError) as exc:  # not listening yet / no leader yet
-                last = exc
+                reason = f"last error: {exc!r}"
             time.sleep(0.1)
-        raise ConsulStartError(
-            f"consul agent {self.node_name} not ready after {timeout:.0f}s (leader elected and "
-            f"node registered); last error: {last!r}\n"
-            f"command: {' '.join(self.args())}\n--- log tail ---\n{self.log_tail()}"
-        )
+            return reason
 
-    def log_tail(self, lines: int = 40) -> str:
-        try:
-            text = self.log_path.read_text(errors="replace")
-        except OSError:
-            return "(no log)"
-        return "\n".join(text.splitlines()[-lines:])
-
-    def kill(self) -> None:
-        """SIGKILL: no leave, no clean shutdown (what a crash looks like). Restart with start()."""
-        proc = self.proc
-        if proc is not None:
-            _kill_process(proc, graceful=False)
-
-    def terminate(self) -> None:
-        """SIGTERM and wait; the data dir is kept so the agent can be started again."""
-        proc = self.proc
-        if proc is not None:
-            _kill_process(proc, graceful=True)
-
-    def stop(self) -> None:
-        """Stop for good: SIGTERM (SIGKILL after 10 s) and remove a self-made work dir."""
-        self.terminate()
-        self._finalizer()
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
+        yield probe
 
     def __repr__(self) -> str:
         state = "running" if self.running else "stopped"
@@ -610,7 +446,7 @@ class ConsulAgent(ConsulClient):
 # --- a three-server cluster -------------------------------------------------------------
 
 
-class ConsulCluster:
+class ConsulCluster(Closing):
     """Three (``size``) Consul servers on loopback that elect a leader among themselves.
 
     For leader-loss tests: :meth:`kill` a server (SIGKILL) and :meth:`wait_for_new_leader`.
@@ -699,14 +535,14 @@ class ConsulCluster:
                 return self
             except (TimeoutError, ConsulStartError) as exc:
                 tails = "\n".join(
-                    f"--- {s.node_name} log tail ---\n{s.log_tail(20)}" for s in self.servers
+                    f"--- {s.node_name} log tail ---\n{s.log_tail(2000)}" for s in self.servers
                 )
                 port_race = "address already in use" in tails
                 self._kill_all()
                 if not port_race or attempt == 2:
                     raise ConsulStartError(f"consul cluster did not start: {exc}\n{tails}") from exc
                 for server in self.servers:
-                    server.stop()
+                    server.close()
                     # Raft state remembers the old ports: a retry must bootstrap afresh.
                     shutil.rmtree(server.workdir, ignore_errors=True)
                 self._build()
@@ -809,19 +645,9 @@ class ConsulCluster:
         """Agent registration on server ``via`` (the service lives on that server's node)."""
         return self.api(via).register_service(name, **kwargs)
 
-    def stop(self) -> None:
+    def close(self) -> None:
+        """Stop every server for good and remove a self-made work directory."""
         for server in self.servers:
-            server.stop()
+            server.close()
         if self._owned is not None:
             shutil.rmtree(self._owned, ignore_errors=True)
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()

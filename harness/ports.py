@@ -1,10 +1,24 @@
-"""Free loopback ports for test servers (UDP and TCP free on the same number)."""
+"""Loopback addresses and free ports for the processes the toolkit starts.
+
+Owns the one rule every server here follows: loopback only, on a port picked free just
+before start (UDP and TCP free on the same number, since DNS serves both).
+"""
 
 from __future__ import annotations
 
 import socket
 
 LOOPBACK = "127.0.0.1"
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (an address literal) is on the loopback interface."""
+    return host == "::1" or host.startswith("127.")
+
+
+def host_port(host: str, port: int) -> str:
+    """``host:port`` with brackets around IPv6 literals."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def free_port(host: str = LOOPBACK) -> int:

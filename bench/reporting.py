@@ -1,58 +1,77 @@
-"""Results: the printed table, the Markdown table for the README, JSON, and the plot."""
+"""Reporting: the printed table, the Markdown table for the README, JSON, and the plot.
+
+Also the three lines every report starts with (when and on what; the dnsperf
+parameters; the data) and where results go (bench/results/ unless told otherwise).
+"""
 
 from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from . import workloads
+from .catalog import Catalog
+from .environment import Machine, log
+from .measuring import Cell, GatewayEnd, Passes, Profile
+from .servers import Peers
 from .workloads import WORKLOADS
 
 GATEWAY = "gateway"
-
-# Labels say what each peer really does for each workload (one dnsmasq instance serves
-# both the "dnsmasq with cache" peer and the dnsmasq -> Consul DNS chain).
-LABELS: dict[str, dict[str, str]] = {
-    "gateway": {"*": "gateway"},
-    "dnsmasq": {
-        "w1": "dnsmasq -> Consul DNS (chain)",
-        "w5": "dnsmasq -> Consul DNS (chain)",
-        "w2": "dnsmasq cache -> Knot",
-        "w3": "dnsmasq cache -> Knot",
-        "*": "dnsmasq (cache; .consul -> Consul)",
-    },
-    "consul": {
-        "w1": "Consul DNS",
-        "w5": "Consul DNS",
-        "*": "Consul DNS (recursor -> Knot)",
-    },
-    "coredns": {"*": "CoreDNS forward+cache"},
-}
-
-
-def label(server: str, workload: str) -> str:
-    table = LABELS.get(server, {})
-    return table.get(workload, table.get("*", server))
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
 
 @dataclass
-class Cell:
-    server: str
-    workload: str
-    label: str
-    qps: float | None = None
-    mean_ms: float | None = None
-    p50_ms: float | None = None
-    p99_ms: float | None = None
-    sent: int = 0
-    lost: int = 0
-    lost_half: int | None = None
-    latency_qps: float | None = None
-    peak_rss_kb: int | None = None
-    rcodes: dict[str, int] = field(default_factory=dict)
-    error: str | None = None
-    raw: dict[str, Any] = field(default_factory=dict)
+class RunMeta:
+    """Everything about a run besides the figures: the JSON's ``meta``.
+
+    Fields left at None (a server not started, no profile asked for) are left out of it.
+    """
+
+    stamp: str
+    machine: Machine
+    cpu_busy_before: float | None
+    argv: list[str]
+    peers: Peers | None = None
+    versions: dict[str, str] | None = None
+    sanity: dict[str, str] | None = None
+    profile: Profile | None = None
+    gateway_end: GatewayEnd | None = None
+    log_tails: dict[str, str] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        doc: dict[str, Any] = {
+            "stamp": self.stamp,
+            "machine": {**self.machine.to_json(), "cpu_busy_before": self.cpu_busy_before},
+            "argv": self.argv,
+        }
+        if self.peers is not None:
+            p = self.peers
+            started = {
+                "gateway_command": p.gateway_command,
+                "gateway_metrics_addr": p.gateway_metrics_addr,
+                "dnsmasq_command": p.dnsmasq_command,
+                "coredns_binary": None if p.coredns_binary is None else str(p.coredns_binary),
+                "corefile": p.corefile,
+            }
+            doc.update({k: v for k, v in started.items() if v is not None})
+        if self.versions is not None:
+            doc["versions"] = self.versions
+        if self.sanity:
+            doc["sanity"] = self.sanity
+        if self.profile is not None:
+            doc["profile"] = self.profile.to_json()
+        if self.gateway_end is not None:
+            end = self.gateway_end
+            if end.metrics is not None:
+                doc["gateway_metrics"] = end.metrics
+            doc["gateway_alive_at_end"] = end.alive
+            doc["gateway_log"] = asdict(end.log)
+        if self.log_tails:
+            doc["log_tails"] = self.log_tails
+        return doc
 
 
 @dataclass
@@ -63,7 +82,7 @@ class Report:
     cells: list[Cell]
     unavailable: dict[str, str]
     notes: list[str]
-    meta: dict[str, Any]
+    meta: RunMeta
 
     def cell(self, server: str, workload: str) -> Cell | None:
         for c in self.cells:
@@ -82,6 +101,43 @@ class Report:
         for c in self.cells:
             seen[c.server] = None
         return list(seen)
+
+
+def header_line(now: datetime, machine: Machine, versions: dict[str, str]) -> str:
+    """When, on what, with which versions of everything."""
+    vers = versions
+    return (
+        f"{now.strftime('%Y-%m-%d %H:%M UTC')} on {machine.nproc} CPUs ({machine.cpu}), "
+        f"Linux {machine.kernel}; Python {machine.python}, gateway {vers.get('gateway', '?')}, "
+        f"dnsperf {vers.get('dnsperf', '?')}, dnsmasq {vers.get('dnsmasq', '?')}, "
+        f"Knot {vers.get('knot', '?')}, Consul {vers.get('consul', '?')}"
+        + (f", CoreDNS {vers['coredns']}" if "coredns" in vers else "")
+    )
+
+
+def params_line(passes: Passes, gateway_args: str) -> str:
+    """The dnsperf parameters, as the report states them."""
+    qps_part = f"-Q {passes.max_qps:g}" if passes.max_qps else "no -Q"
+    lat_rate = (
+        f"{passes.latency_qps:g} q/s" if passes.latency_qps else "50% of each server's own peak"
+    )
+    return (
+        f"dnsperf -c {passes.clients} -l {passes.duration:g} -t {passes.timeout:g} ({qps_part})"
+        f"{' -T ' + str(passes.threads) if passes.threads else ''}, UDP (w5 TCP), no EDNS; "
+        f"p50/p99 from a {passes.latency_duration:g}-s dnsperf -v pass at {lat_rate}; "
+        f"w1/w2/w4/w5 after one warm-up pass; RSS = peak (VmHWM) during the workload, gateway "
+        f"summed over its processes; gateway args: {gateway_args or '(defaults)'}"
+    )
+
+
+def data_line(catalog: Catalog, instances: int, ipv6_services: int) -> str:
+    """The data every server answers from."""
+    return (
+        f"catalog {len(catalog.services)} services x {instances} instances "
+        f"({ipv6_services} IPv6-only) on {len(catalog.nodes)} nodes; Knot zone "
+        f"{workloads.CACHED_NAMES:,} names + *.miss wildcard; dnsmasq --cache-size=10000 with "
+        f"server=/consul/ -> Consul DNS; Consul has recursors = Knot"
+    )
 
 
 def _num(v: float | None, digits: int = 2) -> str:
@@ -200,7 +256,7 @@ def write_json(report: Report, path: Path) -> None:
         "data": report.data,
         "unavailable": report.unavailable,
         "notes": report.notes,
-        "meta": report.meta,
+        "meta": report.meta.to_json(),
         "results": [asdict(c) for c in report.cells],
     }
     path.write_text(json.dumps(doc, indent=2, sort_keys=False) + "\n")
@@ -239,3 +295,16 @@ def plot(report: Report, path: Path) -> None:
     fig.suptitle(report.header, fontsize=8)
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def write_all(report: Report, results_dir: Path, stamp: str, plot_path: Path | None) -> None:
+    """Print the table; write JSON and Markdown to ``results_dir`` (and the plot if asked)."""
+    print(text_table(report), flush=True)
+    json_path = results_dir / f"bench-{stamp}.json"
+    md_path = results_dir / f"bench-{stamp}.md"
+    write_json(report, json_path)
+    md_path.write_text(markdown(report))
+    log(f"wrote {json_path} and {md_path}")
+    if plot_path is not None:
+        plot(report, plot_path)
+        log(f"wrote {plot_path}")
