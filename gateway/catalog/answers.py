@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import ipaddress
 import struct
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from gateway.catalog.model import (
@@ -70,8 +70,12 @@ def reverse_address(qname: str) -> str | None:
 class CatalogAnswerer:
     """Answers names under the Consul domain(s) from a snapshot. No I/O."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(
+        self, config: Config, *, on_service: Callable[[str, str], None] | None = None
+    ) -> None:
         self._config = config
+        # Told (datacenter, name) of every service looked up: CatalogSource.touch.
+        self._on_service = on_service
 
     def soa(self, domain: str, serial: int) -> Record:
         c = self._config
@@ -163,6 +167,8 @@ class CatalogAnswerer:
         else:
             return self._negative(wire.NXDOMAIN, domain, snap)
         instances = snap.services.get((dc, name))
+        if self._on_service is not None:
+            self._on_service(dc, name)
         if instances is None:
             if not snap.complete:
                 return NeedService(dc, name)

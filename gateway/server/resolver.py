@@ -97,7 +97,7 @@ class Resolver:
         self._cache = cache
         self.metrics = metrics
         self._rng = rng or random.Random()
-        self._answerer = CatalogAnswerer(config)
+        self._answerer = CatalogAnswerer(config, on_service=source.touch)
         self._router = Router(config.domains, zone_set)
         self._local = fastpath.AnswerTable(max_entries=max(1024, config.cache_size))
         self._max_udp = config.udp_max_payload
