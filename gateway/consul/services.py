@@ -100,9 +100,9 @@ class Services:
             await waiter
         self.touch(dc, name)  # the answer that follows is a use too
 
-    def touch(self, dc: str, name: str) -> None:
+    def touch(self, datacenter: str, name: str) -> None:
         """A query used the service: it is not idle."""
-        watch = self._watches.get((dc, name))
+        watch = self._watches.get((datacenter, name))
         if watch is not None:
             watch.last_used = self._clock.now()
 
