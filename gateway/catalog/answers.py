@@ -18,7 +18,7 @@ from __future__ import annotations
 import functools
 import ipaddress
 import struct
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import dns.exception
@@ -86,8 +86,12 @@ def reverse_address(qname: dns.name.Name) -> str | None:
 class CatalogAnswerer:
     """Answers names under the Consul domain(s) from a snapshot. No I/O."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(
+        self, config: Config, *, on_service: Callable[[str, str], None] | None = None
+    ) -> None:
         self._config = config
+        # Told (datacenter, name) of every service looked up: CatalogSource.touch.
+        self._on_service = on_service
 
     def soa(self, domain: str, serial: int) -> Record:
         c = self._config
@@ -175,6 +179,8 @@ class CatalogAnswerer:
         else:
             return self._negative(wire.NXDOMAIN, domain, snap)
         instances = snap.services.get((dc, name))
+        if self._on_service is not None:
+            self._on_service(dc, name)
         if instances is None:
             if not snap.complete:
                 return NeedService(dc, name)

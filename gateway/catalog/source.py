@@ -19,9 +19,13 @@ class CatalogSource(Protocol):
     make a later snapshot cover a service or prepared query it lacked
     (``Snapshot.complete`` False) and raise CatalogUnavailable when that
     cannot be done in time. ``on_change`` callbacks run after every swap.
+    ``touch`` is told of every service the answerer looks up in a snapshot
+    (the slow path): a source that watches services lazily keeps those.
     """
 
     def snapshot(self) -> Snapshot: ...
+
+    def touch(self, datacenter: str, name: str) -> None: ...
 
     async def fetch_service(self, datacenter: str, name: str) -> None: ...
 
@@ -49,6 +53,9 @@ class StaticSource:
         self._snapshot = snapshot
         for callback in self._callbacks:
             callback()
+
+    def touch(self, datacenter: str, name: str) -> None:
+        return None
 
     async def fetch_service(self, datacenter: str, name: str) -> None:
         return None

@@ -1,12 +1,13 @@
 """The HTTP edge of the Consul watcher: one py-consul asyncio client, errors, TLS.
 
-Nothing here knows about watches or views; :mod:`gateway.consul` drives it
-through the narrow :class:`ConsulHTTP` protocol (a fake in unit tests).
+Nothing here knows about watches or views; :mod:`gateway.consul.reader`
+drives it through the narrow :class:`ConsulHTTP` protocol (a fake in unit
+tests). The Consul options that can be wrong at start-up (address, TLS
+files) are checked here and raise :class:`ConsulSetupError`.
 """
 
 from __future__ import annotations
 
-import json
 import ssl
 import urllib.parse
 from dataclasses import dataclass
@@ -17,8 +18,8 @@ import consul
 import consul.aio
 import consul.base
 
-from gateway.consul.view import BadResponse
-from gateway.options import Config, ConfigError
+from gateway.errors import StartupError
+from gateway.options import Config
 
 DEFAULT_PORTS = {"http": 8500, "https": 8501}
 # Below Consul's default limits { http_max_conns_per_client = 200 }, leaving
@@ -28,6 +29,10 @@ NO_PATH_TO_DC = "No path to datacenter"
 
 
 # -- errors -------------------------------------------------------------------
+
+
+class ConsulSetupError(StartupError):
+    """A Consul option the watcher cannot start with; the message names it."""
 
 
 class ConsulError(Exception):
@@ -99,11 +104,11 @@ def parse_address(url: str) -> ConsulAddress:
         parts = urllib.parse.urlsplit(url)
         port = parts.port
     except ValueError as exc:
-        raise ConfigError(f"option 'consul': {url!r}: {exc}") from None
+        raise ConsulSetupError(f"option 'consul': {url!r}: {exc}") from None
     if parts.scheme not in DEFAULT_PORTS or not parts.hostname:
-        raise ConfigError(f"option 'consul': {url!r} is not http(s)://HOST[:PORT]")
+        raise ConsulSetupError(f"option 'consul': {url!r} is not http(s)://HOST[:PORT]")
     if parts.path not in ("", "/") or parts.query or parts.username or parts.password:
-        raise ConfigError(f"option 'consul': {url!r}: only scheme, host and port are allowed")
+        raise ConsulSetupError(f"option 'consul': {url!r}: only scheme, host and port are allowed")
     host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
     return ConsulAddress(parts.scheme, host, port or DEFAULT_PORTS[parts.scheme])
 
@@ -119,7 +124,7 @@ def tls_context(config: Config, address: ConsulAddress) -> ssl.SSLContext | None
         if config.consul_cert is not None:
             context.load_cert_chain(config.consul_cert, config.consul_key)
     except (OSError, ssl.SSLError) as exc:
-        raise ConfigError(f"options 'consul_ca'/'consul_cert'/'consul_key': {exc}") from None
+        raise ConsulSetupError(f"options 'consul_ca'/'consul_cert'/'consul_key': {exc}") from None
     if not config.consul_tls_verify:
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
@@ -232,10 +237,3 @@ class AioConsulHTTP:
         if self._client is not None:
             await self._client.close()
             self._client = None
-
-
-def decode(result: HTTPResult) -> Any:
-    try:
-        return json.loads(result.body)
-    except ValueError:
-        raise BadResponse(f"not JSON: {result.body[:100]!r}") from None

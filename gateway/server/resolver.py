@@ -60,7 +60,7 @@ class Resolver:
         self._zones = zone_set
         self.metrics = metrics
         self._rng = rng or random.Random()
-        self._answerer = CatalogAnswerer(config)
+        self._answerer = CatalogAnswerer(config, on_service=source.touch)
         self._router = self._make_router(zone_set)
         self._local = fastpath.AnswerTable(max_entries=max(1024, config.cache_size))
         self._max_udp = config.udp_max_payload
