@@ -11,6 +11,8 @@ import random
 import signal
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 import dns.name
 
@@ -29,9 +31,22 @@ from gateway.zones import zone as zones
 log = logging.getLogger("gateway")
 
 
+def read_catalog(config: Config) -> Snapshot:
+    """The static catalog files (``--catalog`` must be set)."""
+    assert config.catalog is not None
+    return static_catalog.load(config.catalog, config.datacenter, config.domains)
+
+
+def read_zones(config: Config) -> dict[dns.name.Name, zones.Zone]:
+    """The zone files (none without ``--zones``)."""
+    if config.zones is None:
+        return {}
+    return zones.load_zones(config.zones, allow_include=config.zone_include)
+
+
 def build_source(config: Config) -> CatalogSource:
     static = (
-        static_catalog.load(config.catalog, config.datacenter)
+        read_catalog(config)
         if config.catalog is not None
         else Snapshot(datacenters=frozenset({config.datacenter}))
     )
@@ -50,7 +65,7 @@ async def serve(config: Config, *, ready: asyncio.Event | None = None, worker: i
     loop = asyncio.get_running_loop()
     metrics = Metrics()
     source = build_source(config)
-    zone_set = zones.load_zones(config.zones) if config.zones is not None else {}
+    zone_set = read_zones(config)
     assert config.upstream is not None
     forwarder = (
         Forwarder(
@@ -71,6 +86,7 @@ async def serve(config: Config, *, ready: asyncio.Event | None = None, worker: i
             negative_max_ttl=config.cache_negative_max_ttl,
             serve_stale=config.serve_stale,
             stale_answer_ttl=config.stale_answer_ttl,
+            max_bytes=config.cache_max_bytes,
         ),
         clock=time.monotonic,
     )
@@ -109,6 +125,8 @@ def _resolver(
 
 def _wire_metrics(metrics: Metrics, cache: ForwardCache, forwarder: Forwarder | None) -> None:
     metrics.gauge("cache_entries", lambda: len(cache))
+    metrics.gauge("cache_bytes", lambda: cache.bytes)
+    metrics.gauge("cache_evictions", lambda: cache.evicted)
     if forwarder is not None:
         metrics.gauge("forward_inflight", lambda: forwarder.inflight)
         for name in forwarder.stats:
@@ -131,6 +149,7 @@ async def _run(
     assert config.upstream is not None
     listeners = []
     servers = []
+    reloader = Reloader(config, resolver, source)
     try:
         for ep in config.listen:
             udp, server = await open_listeners(
@@ -157,7 +176,7 @@ async def _run(
         stop = asyncio.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        loop.add_signal_handler(signal.SIGHUP, reload_files, config, resolver, source)
+        loop.add_signal_handler(signal.SIGHUP, reloader.request)
         # Start-up objects (zones, static catalog, modules) never die: freeze
         # them out of the cyclic GC so its full passes stay short under load.
         gc.collect()
@@ -167,6 +186,7 @@ async def _run(
         await stop.wait()
         log.info("shutting down")
     finally:
+        reloader.close()
         for udp in listeners:
             udp.close()
         for server in servers:
@@ -177,28 +197,77 @@ async def _run(
             forwarder.close()
 
 
-def reload_files(config: Config, resolver: Resolver, source: CatalogSource) -> None:
+@dataclass(frozen=True)
+class Files:
+    """What a reload reads: the zones and, for a static catalog, its snapshot."""
+
+    zones: dict[dns.name.Name, zones.Zone]
+    catalog: Snapshot | None
+
+
+def read_files(config: Config, with_catalog: bool) -> Files:
+    """Reads every file a reload serves; raises StartupError naming a bad one."""
+    return Files(read_zones(config), read_catalog(config) if with_catalog else None)
+
+
+class Reloader:
     """SIGHUP: read zone files (and static catalog files) again.
 
-    All or nothing: a file with an error is logged with its name and the
-    data being served stays as it was (dnsmasq and CoreDNS behave alike).
-    With --consul, static catalog files are read at start only.
+    The files are read and parsed in a thread, so answers go on meanwhile
+    (a 100,000-record zone takes seconds to parse); the result is swapped in
+    on the event loop. All or nothing: a file with an error is logged with
+    its name and the data being served stays as it was (dnsmasq and CoreDNS
+    behave alike). A SIGHUP during a reload asks for one more reload after
+    it, as the files may have changed after it read them. With --consul,
+    static catalog files are read at start only.
     """
-    try:
-        zone_set = zones.load_zones(config.zones) if config.zones is not None else {}
-        snapshot = None
-        if isinstance(source, StaticSource) and config.catalog is not None:
-            snapshot = static_catalog.load(config.catalog, config.datacenter)
-        resolver.replace_zones(zone_set)
-    except (StartupError, ValueError) as exc:  # a bad zone or catalog file, a zone clash
-        log.error("reload failed, still serving the previous files: %s", exc)
-        return
-    if snapshot is not None and isinstance(source, StaticSource):
-        source.replace(snapshot)
-    log.info(
-        "reloaded: zones %s",
-        zones.describe(zone_set),
-    )
+
+    def __init__(self, config: Config, resolver: Resolver, source: CatalogSource) -> None:
+        self._config = config
+        self._resolver = resolver
+        self._source = source
+        self._with_catalog = isinstance(source, StaticSource) and config.catalog is not None
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="reload")
+        self._busy = False
+        self._again = False
+        self._closed = False
+
+    def request(self) -> None:
+        """Starts a reload, or queues one after the reload under way."""
+        if self._closed:
+            return
+        if self._busy:
+            self._again = True
+            return
+        self._busy = True
+        log.info("reloading files")
+        loop = asyncio.get_running_loop()
+        future = loop.run_in_executor(self._executor, read_files, self._config, self._with_catalog)
+        future.add_done_callback(self._finish)
+
+    def _finish(self, future: asyncio.Future[Files]) -> None:
+        self._busy = False
+        if self._closed or future.cancelled():
+            return
+        try:
+            files = future.result()
+            self._resolver.replace_zones(files.zones)
+        except (StartupError, ValueError) as exc:  # a bad zone or catalog file, a zone clash
+            log.error("reload failed, still serving the previous files: %s", exc)
+        except Exception:  # a bug: still keep serving what we have
+            log.exception("reload failed, still serving the previous files")
+        else:
+            if files.catalog is not None and isinstance(self._source, StaticSource):
+                self._source.replace(files.catalog)
+            log.info("reloaded: zones %s", zones.describe(files.zones))
+        if self._again:
+            self._again = False
+            self.request()
+
+    def close(self) -> None:
+        """No more reloads; one under way finishes in its thread and is dropped."""
+        self._closed = True
+        self._executor.shutdown(wait=False, cancel_futures=True)
 
 
 def run(config: Config, worker: int = 0) -> None:

@@ -127,6 +127,8 @@ def _float_range(lo: float, hi: float) -> Callable[[Any], float]:
             number = float(value)
         except ValueError:
             raise ValueError(f"{value!r} is not a number") from None
+        except OverflowError:  # a TOML integer beyond any float
+            raise ValueError(f"{str(value)[:20]}... is out of range {lo:g}-{hi:g}") from None
         if not lo <= number <= hi:
             raise ValueError(f"{number:g} is out of range {lo:g}-{hi:g}")
         return number
@@ -165,8 +167,12 @@ def _path(value: Any) -> Path:
 
 def _existing_path(value: Any) -> Path:
     path = _path(value)
-    if not path.exists():
-        raise ValueError(f"{str(path)!r} does not exist")
+    try:
+        path.stat()
+    except FileNotFoundError:
+        raise ValueError(f"{str(path)!r} does not exist") from None
+    except OSError as exc:  # a name too long, a folder on the way unreadable
+        raise ValueError(f"{str(path)[:200]!r}: {exc.strerror}") from None
     return path
 
 
@@ -215,6 +221,24 @@ def _ttl_map(value: Any) -> Mapping[str, int]:
     for name, ttl in pairs.items():
         result[str(name).lower()] = _TTL(ttl)
     return result
+
+
+_BYTE_UNITS = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+
+
+def _byte_size(lo: int, hi: int) -> Callable[[Any], int]:
+    """A size in bytes: a whole number, or one with a K, M or G suffix (powers of 1024)."""
+    whole = _int_range(lo, hi)
+
+    def convert(value: Any) -> int:
+        if isinstance(value, str) and value[-1:].upper() in _BYTE_UNITS:
+            digits = value[:-1].strip()
+            if not digits.isdigit():
+                raise ValueError(f"{value!r} is not a size (e.g. 64M)")
+            return whole(int(digits) * _BYTE_UNITS[value[-1].upper()])
+        return whole(value)
+
+    return convert
 
 
 def _log_level(value: Any) -> str:
@@ -350,6 +374,13 @@ class Config:
             "RFC 1035 zone files (`*.zone`, `*.db`), served authoritatively",
             metavar="PATH",
             default_text="`zones/`",
+        ),
+    )
+    zone_include: bool = field(
+        default=False,
+        metadata=declare(
+            _as_bool,
+            "allow `$INCLUDE` in zone files (it reads any file the gateway can read)",
         ),
     )
     domain: str = field(
@@ -569,6 +600,24 @@ class Config:
     stale_answer_ttl: int = field(
         default=30, metadata=declare(_TTL, "TTL of stale answers (RFC 8767 §4)", metavar="S")
     )
+    cache_max_bytes: int = field(
+        default=64 << 20,
+        metadata=declare(
+            _byte_size(1 << 20, 1 << 40),
+            "memory for forwarded answers (estimated; suffix K, M, G), least recently used go",
+            metavar="BYTES",
+            default_text="64M",
+        ),
+    )
+    prepared_max_bytes: int = field(
+        default=32 << 20,
+        metadata=declare(
+            _byte_size(1 << 20, 1 << 40),
+            "memory for catalog and zone answers kept ready to send (estimated; suffix K, M, G)",
+            metavar="BYTES",
+            default_text="32M",
+        ),
+    )
     # Operations
     log_level: str = field(
         default="info",
@@ -632,6 +681,12 @@ def read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    except UnicodeDecodeError as exc:  # TOML is UTF-8 (tomllib decodes before parsing)
+        raise ConfigError(
+            f"{path}: not valid TOML: not UTF-8 ({exc.reason} at byte {exc.start})"
+        ) from None
+    except RecursionError:  # arrays or inline tables nested thousands deep
+        raise ConfigError(f"{path}: not valid TOML: nested too deeply") from None
 
 
 def read_environment(env: Mapping[str, str]) -> dict[str, str]:

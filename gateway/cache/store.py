@@ -8,7 +8,9 @@ second (age changes in whole seconds) and otherwise returns stored bytes.
 - Lifetime: the smallest answer TTL; negative answers (NXDOMAIN, NODATA)
   live min(SOA TTL, SOA MINIMUM) (RFC 2308 5) and are not cached without
   an SOA; both clamped by the configured bounds.
-- Bounded by entry count, least recently used evicted.
+- Bounded by entry count and by estimated bytes (:func:`entry_bytes`),
+  least recently used evicted: a flood of random names fills the cache to
+  its byte bound, not to 100,000 entries of any size.
 - Serve-stale (RFC 8767): an expired entry stays for ``serve_stale``
   seconds and may answer, with TTL ``stale_answer_ttl`` (RFC 8767 4
   recommends 30 s), when every upstream fails.
@@ -32,6 +34,14 @@ _TTL = struct.Struct("!I")
 _AA_AND_RD = (wire.FLAG_AA | wire.FLAG_RD) >> 8
 
 
+# No byte bound (tests that only care about other rules).
+UNBOUNDED = 2**62
+# What a cached answer costs in memory besides its template and TTL places,
+# in bytes: the tuple, its floats, the key's bytes header and the
+# OrderedDict's slot and link (tracemalloc, CPython 3.11; a test keeps it honest).
+ENTRY_BYTES = 300
+
+
 @dataclass(frozen=True, slots=True)
 class CachePolicy:
     max_entries: int
@@ -40,6 +50,7 @@ class CachePolicy:
     negative_max_ttl: int
     serve_stale: float
     stale_answer_ttl: int
+    max_bytes: int = UNBOUNDED
 
 
 # A cached answer is a flat tuple of bytes, ints and floats. CPython stops
@@ -58,6 +69,15 @@ STORED: Final = 4  # clock time when stored
 EXPIRES: Final = 5  # clock time when it stops being fresh
 STALE_UNTIL: Final = 6  # end of the serve-stale window (RFC 8767)
 _TTL_PLACE = struct.Struct("!HI")
+
+
+def entry_bytes(key: bytes, entry: CachedAnswer) -> int:
+    """Estimated bytes one cached answer holds, the same all its life.
+
+    The template is counted twice: once aged (``current``), WIRE is a copy
+    of BASE with other TTLs.
+    """
+    return ENTRY_BYTES + len(key) + 2 * len(entry[BASE]) + len(entry[PLACES])
 
 
 def aged(entry: CachedAnswer, age: int) -> CachedAnswer:
@@ -92,6 +112,8 @@ class ForwardCache:
         # Public for the hot path (fastpath.make_fast_answer), which reads them.
         self.clock = clock
         self.entries: OrderedDict[bytes, CachedAnswer] = OrderedDict()
+        self.bytes = 0  # estimated bytes of the entries (entry_bytes), a metric
+        self.evicted = 0  # entries dropped to stay within the bounds, a metric
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -139,6 +161,7 @@ class ForwardCache:
         now = self.clock()
         if now >= entry[STALE_UNTIL]:
             del self.entries[key]
+            self.bytes -= entry_bytes(key, entry)
             return None
         return entry, now
 
@@ -158,10 +181,18 @@ class ForwardCache:
         places = b"".join(_TTL_PLACE.pack(offset, ttl) for offset, ttl in ttls)
         expires = now + lifetime
         entry = (template, 0, template, places, now, expires, expires + self._policy.serve_stale)
-        self.entries[key] = entry
-        self.entries.move_to_end(key)
-        while len(self.entries) > self._policy.max_entries:
-            self.entries.popitem(last=False)
+        entries = self.entries
+        old = entries.get(key)
+        if old is not None:
+            self.bytes -= entry_bytes(key, old)
+        entries[key] = entry
+        entries.move_to_end(key)
+        self.bytes += entry_bytes(key, entry)
+        max_entries, max_bytes = self._policy.max_entries, self._policy.max_bytes
+        while len(entries) > max_entries or (self.bytes > max_bytes and entries):
+            evicted_key, evicted = entries.popitem(last=False)
+            self.bytes -= entry_bytes(evicted_key, evicted)
+            self.evicted += 1
         return lifetime
 
 

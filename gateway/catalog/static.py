@@ -8,14 +8,24 @@ A check's initial ``status`` (passing/warning/critical, as Consul accepts
 it) sets the instance's health, so demos and tests can show weighting by
 health with files Consul itself would load. Keys are accepted in Consul's
 snake_case and CamelCase spellings.
+
+Everything is checked here, at load, so that a file either loads whole or
+is refused with its name and the problem: every value has the type the
+answers need, and every name an answer is built from (node, datacenter,
+service, host addresses) becomes a DNS name under each domain. Garbage
+that loaded could otherwise fail on every query that touches it.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+
+import dns.exception
+import dns.name
 
 from gateway.catalog.model import CRITICAL, PASSING, WARNING, Instance, Node, Snapshot, worst_status
 from gateway.errors import StartupError
@@ -31,6 +41,17 @@ _AGENT_KEYS = {
     "service", "services", "node_name", "advertise_addr", "bind_addr", "datacenter",
     "node_meta",
 }  # fmt: skip
+# Consul's limits on node and service meta (agent/structs ValidateMetadata):
+# they keep the node-meta TXT records of an answer small.
+MAX_META_PAIRS = 64
+MAX_META_KEY_CHARS = 128
+MAX_META_VALUE_CHARS = 512
+# RFC 1035 2.3.4: a label is at most 63 octets.
+MAX_LABEL_BYTES = 63
+# The longest owner an answer builds from a catalog name: "<hex of an IPv6
+# address>.addr.<dc>.<domain>" (32 characters) is longer than
+# "<node>.node.<dc>.<domain>" only for short node names; both are checked.
+_ADDR_LABEL = "0" * 32
 
 
 class CatalogFileError(StartupError):
@@ -61,13 +82,16 @@ def _known_keys(obj: Any, allowed: set[str], where: str, not_object: str) -> dic
     return normal
 
 
-def load(path: Path, default_datacenter: str) -> Snapshot:
-    """Reads a file or every ``*.json`` in a folder (sorted) into a snapshot."""
-    files = sorted(path.glob("*.json")) if path.is_dir() else [path]
+def load(path: Path, default_datacenter: str, domains: tuple[str, ...] = ("consul",)) -> Snapshot:
+    """Reads a file or every ``*.json`` in a folder (sorted) into a snapshot.
+
+    ``domains`` are the domains the names are answered under: every name an
+    answer builds from the files must fit in a DNS name below each of them.
+    """
     services: dict[tuple[str, str], list[Instance]] = {}
     nodes: dict[tuple[str, str], Node] = {}
-    for file in files:
-        for inst in load_file(file, default_datacenter):
+    for file in catalog_files(path):
+        for inst in load_file(file, default_datacenter, domains):
             dc = inst.node.datacenter
             services.setdefault((dc, inst.service.lower()), []).append(inst)
             nodes[(dc, inst.node.name.lower())] = inst.node
@@ -79,23 +103,50 @@ def load(path: Path, default_datacenter: str) -> Snapshot:
     )
 
 
-def load_file(file: Path, default_datacenter: str) -> list[Instance]:
+def catalog_files(path: Path) -> list[Path]:
+    """The ``*.json`` files of a folder (sorted), or the file itself.
+
+    A folder that cannot be listed is an error, not an empty catalog.
+    """
     try:
-        data = json.loads(file.read_text())
+        if not path.is_dir():
+            return [path]
+        return sorted(p for p in path.iterdir() if p.suffix == ".json")
+    except OSError as exc:
+        raise CatalogFileError(f"{path}: cannot read the catalog folder: {exc.strerror}") from None
+
+
+def load_file(
+    file: Path, default_datacenter: str, domains: tuple[str, ...] = ("consul",)
+) -> list[Instance]:
+    try:
+        data = json.loads(file.read_bytes().decode("utf-8"))
     except OSError as exc:
         raise CatalogFileError(f"{file}: cannot read: {exc.strerror}") from None
-    except json.JSONDecodeError as exc:
+    except UnicodeDecodeError as exc:
+        reason = f"{exc.reason} at byte {exc.start}"
+        raise CatalogFileError(f"{file}: not UTF-8 text: {reason}") from None
+    except RecursionError:
+        raise CatalogFileError(f"{file}: not valid JSON: nested too deeply") from None
+    except ValueError as exc:  # JSONDecodeError, and numbers too long to convert
         raise CatalogFileError(f"{file}: not valid JSON: {exc}") from None
     agent = _known_keys(
         data, _AGENT_KEYS, str(file), "expected a JSON object with 'service' or 'services'"
     )
     node = Node(
-        name=_text(agent, "node_name", file, DEFAULT_NODE),
-        address=_text(agent, "advertise_addr", file, "")
-        or _text(agent, "bind_addr", file, DEFAULT_NODE_ADDRESS),
-        datacenter=_text(agent, "datacenter", file, default_datacenter).lower(),
+        name=_label(_text(agent, "node_name", file, DEFAULT_NODE), "node_name", str(file)),
+        address=_host(
+            _text(agent, "advertise_addr", file, "")
+            or _text(agent, "bind_addr", file, DEFAULT_NODE_ADDRESS),
+            "advertise_addr",
+            str(file),
+        ),
+        datacenter=_label(
+            _text(agent, "datacenter", file, default_datacenter), "datacenter", str(file)
+        ).lower(),
         meta=_string_map(agent.get("node_meta", {}), "node_meta", file),
     )
+    _check_names_fit(node, str(file), domains)
     raw: list[Any] = []
     if "service" in agent:
         raw.append(agent["service"])
@@ -103,23 +154,30 @@ def load_file(file: Path, default_datacenter: str) -> list[Instance]:
         if not isinstance(agent["services"], list):
             raise CatalogFileError(f"{file}: key 'services' must be a list")
         raw.extend(agent["services"])
-    return [_instance(item, node, file, i) for i, item in enumerate(raw)]
+    return [_instance(item, node, file, i, domains) for i, item in enumerate(raw)]
 
 
-def _instance(item: Any, node: Node, file: Path, index: int) -> Instance:
+def _instance(item: Any, node: Node, file: Path, index: int, domains: tuple[str, ...]) -> Instance:
     where = f"{file}: service #{index + 1}"
     svc = _known_keys(item, _SERVICE_KEYS, where, "expected an object")
     name = svc.get("name")
     if not isinstance(name, str) or not name:
         raise CatalogFileError(f"{where}: key 'name' is required")
     where = f"{file}: service {name!r}"
+    _label(name, "name", where)
+    for domain in domains:
+        # PTR answers name a service address "<name>.service.<dc>.<domain>".
+        _fits(f"{name}.service.{node.datacenter}.{domain}", "name", where)
     port = svc.get("port", 0)
     if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
         raise CatalogFileError(f"{where}: key 'port' must be 0-65535")
     tags = svc.get("tags", [])
     if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
         raise CatalogFileError(f"{where}: key 'tags' must be a list of strings")
-    weights = _normalise(svc.get("weights") or {})
+    weights = svc.get("weights") or {}
+    if not isinstance(weights, dict):
+        raise CatalogFileError(f"{where}: key 'weights' must be an object")
+    weights = _normalise(weights)
     passing = weights.get("passing", 1)
     warning = weights.get("warning", 1)
     for key, value in (("passing", passing), ("warning", warning)):
@@ -130,7 +188,10 @@ def _instance(item: Any, node: Node, file: Path, index: int) -> Instance:
     checks: list[Any] = []
     if "check" in svc:
         checks.append(svc["check"])
-    checks.extend(svc.get("checks") or [])
+    more = svc.get("checks") or []
+    if not isinstance(more, list):
+        raise CatalogFileError(f"{where}: key 'checks' must be a list")
+    checks.extend(more)
     statuses = []
     for check in checks:
         if not isinstance(check, dict):
@@ -144,10 +205,14 @@ def _instance(item: Any, node: Node, file: Path, index: int) -> Instance:
     address = svc.get("address", "")
     if not isinstance(address, str):
         raise CatalogFileError(f"{where}: key 'address' must be a string")
+    if address:
+        _host(address, "address", where)
     service_id = svc.get("id") or name
+    if not isinstance(service_id, str):
+        raise CatalogFileError(f"{where}: key 'id' must be a string")
     return Instance(
         service=name,
-        service_id=str(service_id),
+        service_id=service_id,
         node=node,
         address=address,
         port=port,
@@ -171,4 +236,52 @@ def _string_map(value: Any, key: str, file: Path) -> dict[str, str]:
         isinstance(k, str) and isinstance(v, str) for k, v in value.items()
     ):
         raise CatalogFileError(f"{file}: key {key!r} must map strings to strings")
+    if len(value) > MAX_META_PAIRS:
+        raise CatalogFileError(f"{file}: key {key!r} has more than {MAX_META_PAIRS} pairs")
+    for k, v in value.items():
+        if len(k) > MAX_META_KEY_CHARS or len(v) > MAX_META_VALUE_CHARS:
+            raise CatalogFileError(
+                f"{file}: key {key!r}: {k[:40]!r} is over {MAX_META_KEY_CHARS} characters "
+                f"or its value over {MAX_META_VALUE_CHARS}"
+            )
     return dict(value)
+
+
+def _label(value: str, key: str, where: str) -> str:
+    """``value`` if it is one DNS label as answers write it, else an error naming ``key``."""
+    if not value:
+        raise CatalogFileError(f"{where}: key {key!r} must not be empty")
+    if not value.isascii():
+        raise CatalogFileError(f"{where}: key {key!r} must be ASCII (a DNS label): {value!r}")
+    if len(value) > MAX_LABEL_BYTES:
+        raise CatalogFileError(
+            f"{where}: key {key!r} is longer than a DNS label "
+            f"({len(value)} > {MAX_LABEL_BYTES} characters)"
+        )
+    if "." in value or "\\" in value:
+        raise CatalogFileError(f"{where}: key {key!r} must be one DNS label, without '.' or '\\'")
+    return value
+
+
+def _host(value: str, key: str, where: str) -> str:
+    """``value`` if it is an IP address or a host name (answered as a CNAME)."""
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        _fits(value, key, where)
+    return value
+
+
+def _fits(name: str, key: str, where: str) -> None:
+    """Raises unless ``name`` (text) is a valid DNS name."""
+    try:
+        dns.name.from_text(name)
+    except (dns.exception.DNSException, UnicodeError) as exc:
+        raise CatalogFileError(f"{where}: key {key!r} does not make a DNS name ({exc})") from None
+
+
+def _check_names_fit(node: Node, where: str, domains: tuple[str, ...]) -> None:
+    """The node's names in answers (SRV targets, PTR) fit below every domain."""
+    for domain in domains:
+        _fits(f"{node.name}.node.{node.datacenter}.{domain}", "node_name", where)
+        _fits(f"{_ADDR_LABEL}.addr.{node.datacenter}.{domain}", "datacenter", where)

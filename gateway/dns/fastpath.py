@@ -20,9 +20,23 @@ from gateway.cache.store import AGE, EXPIRES, STORED, WIRE, CachePolicy, Forward
 from gateway.catalog import weights
 from gateway.dns import codec, wire
 
-# Templates kept per entry (orderings x size limits); bounded so a client
-# cycling through EDNS sizes cannot grow it.
-_MAX_TEMPLATES = 1024
+# Templates one entry keeps (orderings x size limits). Every prepared
+# ordering (at most ORDERINGS_PER_FIRST x MANY_RECORDS = 128) fits twice:
+# the common traffic (no EDNS: 512; EDNS: the size most clients send, capped
+# at --udp-max-payload) renders each template once. A client cycling through
+# EDNS sizes makes the entry drop its oldest templates instead of growing
+# (issue 9: a sweep of sizes 512-1232 grew RSS by 76 MB with 1,024 a entry).
+MAX_TEMPLATES_PER_ENTRY = 2 * weights.ORDERINGS_PER_FIRST * weights.MANY_RECORDS
+# What an entry costs in memory besides the bytes of its templates, in bytes:
+# estimates for the byte bound of the AnswerTable, measured with tracemalloc
+# on CPython 3.11 (tests/unit/dns/test_fastpath.py keeps them honest).
+ENTRY_BYTES = 1000  # the Entry, its two dicts, its Answer, the table's slot
+RECORD_BYTES = 100  # one Record object of the kept Answer, without its rdata
+TEMPLATE_BYTES = 200  # one template's dict slot, key tuple and bytes header
+ORDERING_BYTES = 100  # one prepared ordering's list, without its slots
+ORDERING_SLOT_BYTES = 8  # one index of a prepared ordering (small ints are shared)
+# No byte bound (tests, and the key-only closure's empty table).
+UNBOUNDED = 2**62
 
 
 def patch(template: bytes, query: bytes, question_end: int) -> bytes:
@@ -51,6 +65,7 @@ class Entry:
     """
 
     __slots__ = (
+        "_account",
         "_answer",
         "_edns",
         "_first",
@@ -60,6 +75,7 @@ class Entry:
         "_ring",
         "_rng",
         "_single",
+        "_size",
         "_templates",
         "_turn",
     )  # fmt: skip
@@ -79,6 +95,10 @@ class Entry:
         self._payload = payload
         self._rng = rng
         self._turn = 0
+        # Estimated bytes held; charged to the table's account once put there.
+        self._account: _Account | None = None
+        records = (*answer.answer, *answer.authority, *answer.additional)
+        self._size = ENTRY_BYTES + len(question) + sum(RECORD_BYTES + len(r.rdata) for r in records)
         self._templates: dict[tuple[int, int], bytes] = {}
         self._orderings: dict[int, list[int]] = {}
         n = len(answer.answer)
@@ -98,6 +118,7 @@ class Entry:
         if len(full) <= wire.CLASSIC_UDP_LIMIT:
             self._single = full
         self._templates[(0, wire.TCP_LIMIT)] = full
+        self._size += _ordering_bytes(order) + TEMPLATE_BYTES + len(full)
 
     def pick(self, limit: int) -> bytes:
         single = self._single
@@ -124,6 +145,7 @@ class Entry:
             first = slot // weights.ORDERINGS_PER_FIRST if self._first is not None else None
             order = weights.weighted_order(answer.weights, self._rng, first=first, k=answer.sample)
             self._orderings[slot] = order
+            self._grow(_ordering_bytes(order))
         full = self._templates.get((slot, wire.TCP_LIMIT))
         if full is not None and len(full) <= limit:
             template = full
@@ -132,37 +154,110 @@ class Entry:
                 self._question, self._answer, order=order, edns=self._edns,
                 payload=self._payload, limit=limit,
             )  # fmt: skip
-        if len(self._templates) >= _MAX_TEMPLATES:
-            self._templates.clear()
-        self._templates[(slot, limit)] = template
+        templates = self._templates
+        if len(templates) >= MAX_TEMPLATES_PER_ENTRY:
+            # The oldest goes (insertion order): a hit must not pay for recency.
+            dropped = templates.pop(next(iter(templates)))
+            self._grow(-(TEMPLATE_BYTES + len(dropped)))
+        templates[(slot, limit)] = template
+        self._grow(TEMPLATE_BYTES + len(template))
         return template
+
+    @property
+    def size(self) -> int:
+        """Estimated bytes this entry holds (its templates included)."""
+        return self._size
+
+    def _grow(self, change: int) -> None:
+        self._size += change
+        account = self._account
+        if account is not None:
+            account.charge(change)
+
+
+def _ordering_bytes(order: list[int]) -> int:
+    return ORDERING_BYTES + ORDERING_SLOT_BYTES * len(order)
+
+
+class _Account:
+    """The estimated bytes of one AnswerTable's entries, until it is cleared.
+
+    Entries charge their growth (templates rendered later) here; over the
+    limit, the table evicts its oldest entries. ``clear()`` starts a new
+    account, so entries of the old data charge nothing to the new one.
+    """
+
+    __slots__ = ("table", "used")
+
+    def __init__(self, table: AnswerTable | None) -> None:
+        self.table = table
+        self.used = 0
+
+    def charge(self, change: int) -> None:
+        self.used += change
+        table = self.table
+        if table is not None and self.used > table.max_bytes:
+            table.shrink()
 
 
 class AnswerTable:
     """Prepared answers for names we are authoritative for (catalog, zones).
 
     Entries stay valid until the data behind them changes; the owner calls
-    ``clear()`` when it swaps in new data. Bounded, least recently *added*
-    evicted, so random names cannot grow it without limit.
+    ``clear()`` when it swaps in new data. Bounded by entry count and by
+    estimated bytes (``Entry.size``, which grows as an entry renders
+    templates), least recently *added* evicted, so neither random names nor
+    clients cycling through EDNS sizes can grow it without limit.
     """
 
-    __slots__ = ("_max", "entries")
+    __slots__ = ("_account", "_max", "entries", "evicted", "max_bytes")
 
-    def __init__(self, max_entries: int) -> None:
+    def __init__(self, max_entries: int, max_bytes: int = UNBOUNDED) -> None:
         # Public for the hot path (make_fast_answer); mutate only through put/clear.
         self.entries: OrderedDict[bytes, Entry] = OrderedDict()
         self._max = max_entries
+        self.max_bytes = max_bytes
+        self._account = _Account(self)
+        self.evicted = 0  # entries dropped to stay within the bounds (a metric)
 
     def get(self, key: bytes) -> Entry | None:
         return self.entries.get(key)
 
     def put(self, key: bytes, entry: Entry) -> None:
-        if key not in self.entries and len(self.entries) >= self._max:
-            self.entries.popitem(last=False)
-        self.entries[key] = entry
+        entries = self.entries
+        old = entries.get(key)
+        if old is not None:
+            self._detach(old)
+        elif len(entries) >= self._max:
+            self._detach(entries.popitem(last=False)[1])
+            self.evicted += 1
+        entries[key] = entry
+        # The key and the table's slot count as the entry's own.
+        entry._size += len(key)
+        entry._account = self._account
+        self._account.charge(entry._size)
+
+    def shrink(self) -> None:
+        """Evicts the oldest entries until the estimate is within ``max_bytes``."""
+        entries = self.entries
+        while self._account.used > self.max_bytes and entries:
+            self._detach(entries.popitem(last=False)[1])
+            self.evicted += 1
+
+    def _detach(self, entry: Entry) -> None:
+        if entry._account is self._account:
+            self._account.used -= entry._size
+        entry._account = None
 
     def clear(self) -> None:
         self.entries.clear()
+        self._account.table = None
+        self._account = _Account(self)
+
+    @property
+    def bytes(self) -> int:
+        """Estimated bytes held by the entries (a metric)."""
+        return self._account.used
 
     def __len__(self) -> int:
         return len(self.entries)

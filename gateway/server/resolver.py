@@ -62,7 +62,12 @@ class Resolver:
         self._rng = rng or random.Random()
         self._answerer = CatalogAnswerer(config, on_service=source.touch)
         self._router = self._make_router(zone_set)
-        self._local = fastpath.AnswerTable(max_entries=max(1024, config.cache_size))
+        self._local = fastpath.AnswerTable(
+            max_entries=max(1024, config.cache_size), max_bytes=config.prepared_max_bytes
+        )
+        metrics.gauge("prepared_entries", lambda: len(self._local))
+        metrics.gauge("prepared_bytes", lambda: self._local.bytes)
+        metrics.gauge("prepared_evictions", lambda: self._local.evicted)
         self._max_udp = config.udp_max_payload
         self._fetches = 0
         self._tasks: set[asyncio.Task[None]] = set()

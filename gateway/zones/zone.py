@@ -45,15 +45,19 @@ class Zone:
         return self.records.get((name, rtype), ())
 
 
-def load_zone(path: Path) -> Zone:
+def load_zone(path: Path, *, allow_include: bool = False) -> Zone:
+    """One zone file; ``$INCLUDE`` only with ``allow_include`` (it reads any file)."""
     default_origin = path.name
     for suffix in ZONE_SUFFIXES:
         if default_origin.endswith(suffix):
             default_origin = default_origin[: -len(suffix)]
     try:
-        zone = dns.zone.from_file(str(path), origin=default_origin, relativize=False)
+        zone = dns.zone.from_file(
+            str(path), origin=default_origin, relativize=False, allow_include=allow_include
+        )
     except (dns.exception.DNSException, ValueError) as exc:
-        raise ZoneFileError(f"{path}: zone file error: {exc}") from None
+        hint = " (allow it with --zone-include)" if "$INCLUDE" in str(exc) else ""
+        raise ZoneFileError(f"{path}: zone file error: {exc}{hint}") from None
     except OSError as exc:
         raise ZoneFileError(f"{path}: cannot read: {exc.strerror}") from None
     assert zone.origin is not None  # from_file always sets it
@@ -88,15 +92,23 @@ def load_zone(path: Path) -> Zone:
     )
 
 
-def load_zones(path: Path) -> dict[dns.name.Name, Zone]:
-    """Every zone file in a folder (``*.zone``, ``*.db``), or one file."""
-    if path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.is_file() and p.name.endswith(ZONE_SUFFIXES))
-    else:
-        files = [path]
+def load_zones(path: Path, *, allow_include: bool = False) -> dict[dns.name.Name, Zone]:
+    """Every zone file in a folder (``*.zone``, ``*.db``), or one file.
+
+    A folder that cannot be listed is an error naming it, never "no zones".
+    """
+    try:
+        if path.is_dir():
+            files = sorted(
+                p for p in path.iterdir() if p.is_file() and p.name.endswith(ZONE_SUFFIXES)
+            )
+        else:
+            files = [path]
+    except OSError as exc:
+        raise ZoneFileError(f"{path}: cannot read the zones folder: {exc.strerror}") from None
     zones: dict[dns.name.Name, Zone] = {}
     for file in files:
-        zone = load_zone(file)
+        zone = load_zone(file, allow_include=allow_include)
         if zone.origin in zones:
             raise ZoneFileError(f"{file}: zone {_text(zone.origin)!r} is defined twice")
         zones[zone.origin] = zone

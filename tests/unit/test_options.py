@@ -112,12 +112,21 @@ def test_reading_toml_is_apart_from_checking_it(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("content", "message"), [(None, "cannot read"), ("this is not toml", "not valid TOML")]
+    ("content", "message"),
+    [
+        (None, "cannot read"),
+        (b"this is not toml", "not valid TOML"),
+        # Issue 9: these two ended in a traceback (UnicodeDecodeError, RecursionError).
+        (b'log_level = "\xff"\n', "not valid TOML: not UTF-8"),
+        (b"x = " + b"[" * 5000 + b"]" * 5000 + b"\n", "not valid TOML: nested too deeply"),
+    ],
 )
-def test_unreadable_toml_names_the_file(tmp_path: Path, content: str | None, message: str) -> None:
+def test_unreadable_toml_names_the_file(
+    tmp_path: Path, content: bytes | None, message: str
+) -> None:
     path = tmp_path / "gw.toml"
     if content is not None:
-        path.write_text(content)
+        path.write_bytes(content)
     with pytest.raises(ConfigError, match=message) as err:
         cfg.read_toml(path)
     assert str(err.value).startswith(f"{path}: ")
@@ -222,3 +231,16 @@ def test_readme_option_table_is_the_generated_one() -> None:
 def test_markdown_command_prints_the_table(capsys: pytest.CaptureFixture[str]) -> None:
     assert cfg.main(["--markdown"]) == 0
     assert capsys.readouterr().out == cfg.markdown_table()
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("forward_timeout", 10**400),  # beyond any float: OverflowError before issue 9
+        ("catalog", "x" * 5000),  # a name too long for the file system: OSError before
+        ("zones", "x" * 5000),
+    ],
+)
+def test_values_beyond_the_machine_are_config_errors(name: str, value: object) -> None:
+    with pytest.raises(ConfigError, match=f"f.toml: option '{name}'"):
+        cfg.convert({name: value}, "f.toml")

@@ -4,6 +4,7 @@ import dns.message
 import dns.rcode
 import dns.rrset
 
+from gateway.cache import store
 from gateway.cache.store import CachePolicy, ForwardCache, make_template
 from gateway.dns import wire
 
@@ -129,3 +130,48 @@ def test_entries_are_untracked_by_the_cyclic_gc() -> None:
     cache.put(b"k", template(response("a.example.", 60)))
     gc.collect()
     assert not gc.is_tracked(cache.entries[b"k"])
+
+
+def test_bounded_in_bytes_least_recently_used_first() -> None:
+    """Issue 9: a flood of random names fills the cache to its byte bound."""
+    clock = Clock()
+    one = template(response("n0.example.", 60))
+    per_entry = store.entry_bytes(b"k00", (one, 0, one, b"\x00" * 6, 0.0, 0.0, 0.0))
+    policy = CachePolicy(10**6, 0, 3600, 600, 100, 30, max_bytes=10 * per_entry)
+    cache = ForwardCache(policy, clock)
+    for i in range(25):
+        cache.put(b"k%02d" % i, template(response(f"n{i % 10}.example.", 60)))
+        assert cache.bytes <= policy.max_bytes
+    assert len(cache) == 10 and cache.evicted == 15
+    assert cache.fresh(b"k24") is not None and cache.fresh(b"k14") is None
+    assert cache.bytes == sum(store.entry_bytes(k, e) for k, e in cache.entries.items())
+
+
+def test_byte_count_follows_replacement_and_expiry() -> None:
+    clock = Clock()
+    cache = ForwardCache(POLICY, clock)
+    cache.put(b"k", template(response("a.example.", 60)))
+    cache.put(b"k", template(response("a.example.", 60)))  # the same key again
+    assert cache.bytes == store.entry_bytes(b"k", cache.entries[b"k"])
+    clock.now += 60 + POLICY.serve_stale  # past the serve-stale window: dropped when read
+    assert cache.stale(b"k") is None and cache.bytes == 0
+
+
+def test_entry_size_estimate_is_near_what_python_allocates() -> None:
+    import gc
+    import tracemalloc
+
+    clock = Clock()
+    cache = ForwardCache(CachePolicy(10**6, 0, 3600, 600, 100, 30), clock)
+    templates = [template(response(f"r{i:08x}.example.", 60)) for i in range(2000)]
+    gc.collect()
+    tracemalloc.start()
+    for i, t in enumerate(templates):
+        cache.put(b"r%08x.example.\x00\x01\x00\x01\x01" % i, t)
+    clock.now += 2
+    for key in list(cache.entries):
+        cache.fresh(key)  # aged: the TTLs rewritten into a copy of the template
+    gc.collect()
+    measured = tracemalloc.get_traced_memory()[0]
+    tracemalloc.stop()
+    assert 0.7 < cache.bytes / measured < 1.5, (cache.bytes, measured)

@@ -64,3 +64,85 @@ def test_invalid_json(tmp_path: Path) -> None:
     (tmp_path / "x.json").write_text("{")
     with pytest.raises(CatalogFileError, match="not valid JSON"):
         static_catalog.load(tmp_path, "dc1")
+
+
+def write_raw(tmp_path: Path, raw: bytes) -> Path:
+    path = tmp_path / "svc.json"
+    path.write_bytes(raw)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        # Issue 9: each of these ended in a traceback at start.
+        (b"[" * 100_000 + b"]" * 100_000, "not valid JSON: nested too deeply"),
+        (b'{"service": {"name": "x", "weights": [1]}}', "key 'weights' must be an object"),
+        (b'{"service": {"name": "x", "checks": 3}}', "key 'checks' must be a list"),
+        (b'{"service": {"name": "x", "id": {"a": 1}}}', "key 'id' must be a string"),
+        (b'{"service": {"name": "x", "port": 1' + b"0" * 5000 + b"}}", "not valid JSON"),
+        (b'{"service": {"name": "\xff"}}', "not UTF-8"),
+    ],
+)
+def test_garbage_is_refused_with_the_file_named(tmp_path: Path, raw: bytes, message: str) -> None:
+    path = write_raw(tmp_path, raw)
+    with pytest.raises(CatalogFileError, match=message) as err:
+        static_catalog.load(tmp_path, "dc1")
+    assert str(err.value).startswith(f"{path}:")
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        # Issue 9: these loaded, then every query touching them logged a traceback.
+        ({"node_name": "n\u00f6de", "service": {"name": "x"}}, "'node_name' must be ASCII"),
+        ({"node_name": "n" * 70, "service": {"name": "x"}}, "'node_name' is longer than"),
+        ({"datacenter": "", "service": {"name": "x"}}, "'datacenter' must not be empty"),
+        ({"service": {"name": "s" * 70}}, "'name' is longer than a DNS label"),
+        ({"service": {"name": "x", "address": "a..b"}}, "'address' does not make a DNS name"),
+        ({"advertise_addr": "-" * 64 + ".x", "service": {"name": "x"}}, "'advertise_addr'"),
+        ({"node_name": "a.b", "service": {"name": "x"}}, "one DNS label"),
+        ({"node_meta": {"k": "v" * 513}, "service": {"name": "x"}}, "'node_meta'"),
+        ({"node_meta": {f"k{i}": "v" for i in range(65)}, "service": {"name": "x"}}, "pairs"),
+    ],
+)
+def test_names_that_cannot_be_dns_names_are_refused(
+    tmp_path: Path, data: object, message: str
+) -> None:
+    path = write(tmp_path, data)
+    with pytest.raises(CatalogFileError, match=message) as err:
+        static_catalog.load(tmp_path, "dc1")
+    assert str(err.value).startswith(f"{path}:")
+
+
+def test_names_must_fit_below_every_domain(tmp_path: Path) -> None:
+    """63-character labels fit under "consul" but not under a 200-character domain."""
+    write(tmp_path, {"node_name": "n" * 63, "datacenter": "d" * 63, "service": {"name": "x"}})
+    assert static_catalog.load(tmp_path, "dc1", ("consul",)).services
+    long_domain = ".".join(["a" * 60] * 3)
+    with pytest.raises(CatalogFileError, match="does not make a DNS name"):
+        static_catalog.load(tmp_path, "dc1", ("consul", long_domain))
+
+
+def test_host_name_addresses_are_kept(tmp_path: Path) -> None:
+    write(
+        tmp_path,
+        {"advertise_addr": "node.example", "service": {"name": "x", "address": "h.example"}},
+    )
+    (inst,) = static_catalog.load(tmp_path, "dc1").services[("dc1", "x")]
+    assert (inst.address, inst.node.address) == ("h.example", "node.example")
+
+
+def test_a_folder_that_cannot_be_listed_is_an_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 9: an unreadable folder used to load as an empty catalog."""
+    write(tmp_path, {"service": {"name": "x"}})
+
+    def denied(self: Path) -> None:
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(Path, "iterdir", denied)
+    with pytest.raises(CatalogFileError, match="cannot read the catalog folder") as err:
+        static_catalog.load(tmp_path, "dc1")
+    assert str(err.value).startswith(f"{tmp_path}:")

@@ -5,6 +5,7 @@ import random
 import dns.message
 import pytest
 
+from gateway.catalog import weights
 from gateway.dns import codec, fastpath, wire
 from tests.unit.helpers import query_bytes
 
@@ -137,3 +138,93 @@ def test_fast_answer_agrees_with_its_key_function_on_mutated_packets() -> None:
         answered = fast(raw, False)
         assert (answered is not None) == (qk is not None), raw
         table.clear()
+
+
+def weighted(n: int) -> codec.Answer:
+    return codec.Answer(0, answer=a_records(n), weights=tuple([1.0] * n))
+
+
+def test_an_entry_keeps_a_bounded_number_of_templates() -> None:
+    """Issue 9: a client sweeping EDNS sizes 512-1232 must not grow an entry without end."""
+    e = entry(weighted(200))
+    for limit in range(512, 1233):
+        for _ in range(3):
+            template = e.pick(limit)
+            assert len(template) <= limit
+        assert len(e._templates) <= fastpath.MAX_TEMPLATES_PER_ENTRY
+    # Before issue 9 it kept up to 1,024 templates (~1.3 MB for this entry).
+    orderings = weights.RING_SIZE * (fastpath.ORDERING_BYTES + 200 * fastpath.ORDERING_SLOT_BYTES)
+    templates = fastpath.MAX_TEMPLATES_PER_ENTRY * (fastpath.TEMPLATE_BYTES + 1232)
+    assert e.size < fastpath.ENTRY_BYTES + 200 * 110 + orderings + templates < 600_000
+
+
+def test_the_common_sizes_keep_every_ordering_rendered() -> None:
+    """No EDNS (512) and one EDNS size for every prepared ordering stay rendered."""
+    e = entry(weighted(32))
+    for _ in range(3000):
+        e.pick(512)
+        e.pick(1232)
+    before = dict(e._templates)
+    for _ in range(300):
+        e.pick(512)
+        e.pick(1232)
+    assert e._templates == before
+
+
+def test_answer_table_is_bounded_in_bytes() -> None:
+    table = fastpath.AnswerTable(max_entries=1000, max_bytes=400_000)
+    for i in range(20):
+        e = entry(weighted(200))
+        table.put(b"k%d" % i, e)
+        for _ in range(64):
+            e.pick(1232)  # each entry grows by ~64 x 1.4 KB as it renders
+        assert table.bytes <= table.max_bytes
+        assert table.bytes == sum(x.size for x in table.entries.values())
+    assert 0 < len(table) < 20 and table.evicted == 20 - len(table)
+    assert table.get(b"k19") is not None and table.get(b"k0") is None  # oldest went first
+
+
+def test_clearing_starts_a_new_account() -> None:
+    table = fastpath.AnswerTable(max_entries=10, max_bytes=10**6)
+    old = entry(weighted(100))
+    table.put(b"old", old)
+    table.clear()
+    assert table.bytes == 0
+    old.pick(1232)  # an entry of the old data rendering late charges nothing now
+    assert table.bytes == 0
+    table.put(b"new", entry(codec.Answer(0)))
+    assert table.bytes == table.entries[b"new"].size
+
+
+def test_entry_size_estimates_are_near_what_python_allocates() -> None:
+    """The byte bound is only as good as the estimate: keep it within reach of tracemalloc."""
+    import gc
+    import tracemalloc
+
+    rng = random.Random(1)  # one for all entries, as the resolver has
+
+    def nxdomain(i: int) -> fastpath.Entry:
+        # As the catalog answers: a new SOA record per answer.
+        soa = codec.Record(wire.to_wire("consul"), wire.SOA, 0, b"\x00" * 60)
+        question = wire.to_wire(f"r{i:08x}.service.consul") + b"\x00\x01\x00\x01"
+        answer = codec.Answer(wire.NXDOMAIN, authority=(soa,))
+        return fastpath.Entry(question, answer, edns=None, payload=1232, rng=rng)
+
+    def big(i: int) -> fastpath.Entry:
+        return fastpath.Entry(QUESTION, weighted(50), edns=None, payload=1232, rng=rng)
+
+    for make_entry, count in ((nxdomain, 1000), (big, 20)):
+        gc.collect()
+        tracemalloc.start()
+        table = fastpath.AnswerTable(max_entries=10**6)
+        for i in range(count):
+            e = make_entry(i)
+            table.put(b"%d" % i + QUESTION, e)
+            for limit in (512, 1232, wire.TCP_LIMIT):
+                for _ in range(10):
+                    e.pick(limit)
+        gc.collect()
+        measured = tracemalloc.get_traced_memory()[0]
+        tracemalloc.stop()
+        ratio = table.bytes / measured
+        assert 0.7 < ratio < 1.5, (make_entry.__name__, table.bytes, measured)

@@ -75,3 +75,30 @@ def test_embedded_zone_and_errors(tmp_path: Path) -> None:
     bad.write_text("$ORIGIN bad.\n@ IN A not-an-ip\n")
     with pytest.raises(zones.ZoneFileError, match=r"bad\.zone"):
         zones.load_zones(tmp_path)
+
+
+def test_include_is_refused_unless_allowed(tmp_path: Path) -> None:
+    """$INCLUDE reads any file the gateway can read: off unless --zone-include."""
+    (tmp_path / "part.txt").write_text("ns A 192.0.2.53\n")
+    path = tmp_path / "inc.example.zone"
+    path.write_text(
+        f"$ORIGIN inc.example.\n@ SOA ns h 1 2 3 4 5\n@ NS ns\n$INCLUDE {tmp_path}/part.txt\n"
+    )
+    with pytest.raises(zones.ZoneFileError, match=r"\$INCLUDE.*--zone-include") as err:
+        zones.load_zones(tmp_path)
+    assert str(err.value).startswith(f"{path}:")
+    allowed = zones.load_zones(tmp_path, allow_include=True)
+    (zone,) = allowed.values()
+    assert dns.name.from_text("ns.inc.example.") in zone.names
+
+
+def test_a_folder_that_cannot_be_listed_is_an_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def denied(self: Path) -> None:
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(Path, "iterdir", denied)
+    with pytest.raises(zones.ZoneFileError, match="cannot read the zones folder: Permission") as e:
+        zones.load_zones(tmp_path)
+    assert str(e.value).startswith(f"{tmp_path}:")
