@@ -601,12 +601,12 @@ class Config:
         default=30, metadata=declare(_TTL, "TTL of stale answers (RFC 8767 §4)", metavar="S")
     )
     cache_max_bytes: int = field(
-        default=64 << 20,
+        default=32 << 20,
         metadata=declare(
             _byte_size(1 << 20, 1 << 40),
             "memory for forwarded answers (estimated; suffix K, M, G), least recently used go",
             metavar="BYTES",
-            default_text="64M",
+            default_text="32M",
         ),
     )
     prepared_max_bytes: int = field(
