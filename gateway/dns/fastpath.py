@@ -25,7 +25,7 @@ from gateway.dns import codec, wire
 # the common traffic (no EDNS: 512; EDNS: the size most clients send, capped
 # at --udp-max-payload) renders each template once. A client cycling through
 # EDNS sizes makes the entry drop its oldest templates instead of growing
-# (issue 9: a sweep of sizes 512-1232 grew RSS by 76 MB with 1,024 a entry).
+# (issue 9: a sweep of sizes 512-1232 grew RSS by 76 MB at up to 1,024 per entry).
 MAX_TEMPLATES_PER_ENTRY = 2 * weights.ORDERINGS_PER_FIRST * weights.MANY_RECORDS
 # What an entry costs in memory besides the bytes of its templates, in bytes:
 # estimates for the byte bound of the AnswerTable, measured with tracemalloc
