@@ -201,7 +201,7 @@ async def _run(
 class Files:
     """What a reload reads: the zones and, for a static catalog, its snapshot."""
 
-    zones: dict[dns.name.Name, zones.Zone]
+    zone_set: dict[dns.name.Name, zones.Zone]
     catalog: Snapshot | None
 
 
@@ -251,7 +251,7 @@ class Reloader:
             return
         try:
             files = future.result()
-            self._resolver.replace_zones(files.zones)
+            self._resolver.replace_zones(files.zone_set)
         except (StartupError, ValueError) as exc:  # a bad zone or catalog file, a zone clash
             log.error("reload failed, still serving the previous files: %s", exc)
         except Exception:  # a bug: still keep serving what we have
@@ -259,7 +259,7 @@ class Reloader:
         else:
             if files.catalog is not None and isinstance(self._source, StaticSource):
                 self._source.replace(files.catalog)
-            log.info("reloaded: zones %s", zones.describe(files.zones))
+            log.info("reloaded: zones %s", zones.describe(files.zone_set))
         if self._again:
             self._again = False
             self.request()
