@@ -22,8 +22,11 @@ from gateway.errors import StartupError
 from gateway.forward.forwarder import Forwarder
 from gateway.metrics import Metrics, serve_http
 from gateway.options import Config, ConfigError
+from gateway.server import interfaces
+from gateway.server.access import AccessPolicy
+from gateway.server.ratelimit import ResponseRateLimiter, UdpLimits
 from gateway.server.resolver import Resolver
-from gateway.server.transport import TcpServer, open_listeners
+from gateway.server.transport import Gate, TcpServer, open_listeners
 from gateway.zones import zone as zones
 
 log = logging.getLogger("gateway")
@@ -79,13 +82,53 @@ async def serve(config: Config, *, ready: asyncio.Event | None = None, worker: i
     except ValueError as exc:  # a zone that is also the Consul domain
         raise ConfigError(f"option 'zones' ({config.zones}): {exc}") from None
     _wire_metrics(metrics, cache, forwarder)
+    gate = _gate(config, resolver, metrics, log_it=worker == 0)
     tcp = TcpServer(
-        resolver, idle_timeout=config.tcp_idle_timeout, max_connections=config.tcp_max_connections
+        resolver,
+        idle_timeout=config.tcp_idle_timeout,
+        max_connections=config.tcp_max_connections,
+        gate=gate,
     )
     metrics.gauge("tcp_connections", lambda: tcp.connections)
     if hasattr(source, "register_metrics"):
         source.register_metrics(metrics)
-    await _run(config, resolver, source, forwarder, tcp, zone_set, worker, ready)
+    await _run(config, resolver, source, forwarder, tcp, gate, zone_set, worker, ready)
+
+
+def _gate(config: Config, resolver: Resolver, metrics: Metrics, *, log_it: bool) -> Gate:
+    """Access control and UDP limits, from the options and this machine's interfaces."""
+    try:
+        addresses = interfaces.read_addresses()
+    except OSError as exc:
+        # Fail closed: `local` is then loopback only.
+        log.warning("cannot read interface addresses (%s): `local` means loopback only", exc)
+        addresses = []
+    policy = AccessPolicy.from_config(config, addresses)
+    limiter = (
+        ResponseRateLimiter(
+            config.rate_limit, config.rate_limit_window, config.rate_limit_slip, time.monotonic
+        )
+        if config.rate_limit
+        else None
+    )
+    if log_it:
+        rate = (
+            f"{config.rate_limit}/s per /24 and /56 (window {config.rate_limit_window:g} s, "
+            f"slip {config.rate_limit_slip})"
+            if config.rate_limit
+            else "off"
+        )
+        amplification = f"{config.max_amplification}x" if config.max_amplification else "off"
+        log.info(
+            "access: %s; others %s; UDP rate limit %s, amplification bound %s%s",
+            policy.describe(),
+            "refused" if config.refuse_action == "refuse" else "dropped",
+            rate,
+            amplification,
+            "" if config.limit_loopback else " (not for loopback)",
+        )
+    limits = UdpLimits(limiter, config.max_amplification, metrics.counters)
+    return Gate(resolver, policy, limits, drop_denied=config.refuse_action == "drop")
 
 
 def _resolver(
@@ -121,6 +164,7 @@ async def _run(
     source: CatalogSource,
     forwarder: Forwarder | None,
     tcp: TcpServer,
+    gate: Gate,
     zone_set: dict[dns.name.Name, zones.Zone],
     worker: int,
     ready: asyncio.Event | None,
@@ -133,9 +177,11 @@ async def _run(
     servers = []
     try:
         for ep in config.listen:
+            checked = gate.policy.checks_listener(ep.host)
             udp, server = await open_listeners(
-                resolver, ep.host, ep.port, tcp=tcp, reuse_port=config.workers > 1
-            )
+                resolver, ep.host, ep.port, tcp=tcp, reuse_port=config.workers > 1,
+                gate=gate if checked else None,
+            )  # fmt: skip
             listeners.append(udp)
             servers.append(server)
             if worker == 0:

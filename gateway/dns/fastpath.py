@@ -253,10 +253,23 @@ def make_fast_answer(
     return answer
 
 
+def _no_cache() -> ForwardCache:
+    return ForwardCache(CachePolicy(0, 0, 0, 0, 0.0, 0), clock=lambda: 0.0)
+
+
 def make_key_function() -> FastAnswer:
     """The fast path's key of a packet, or None where the fast path declines it.
 
     ``len(key) + 11`` is where the question ends in the packet.
     """
-    nothing = ForwardCache(CachePolicy(0, 0, 0, 0, 0.0, 0), clock=lambda: 0.0)
-    return make_fast_answer(AnswerTable(0), nothing, 512, key_only=True)
+    return make_fast_answer(AnswerTable(0), _no_cache(), 512, key_only=True)
+
+
+def make_local_answer(local: AnswerTable, max_udp: int) -> FastAnswer:
+    """The fast path without forwarded answers: catalog and zone entries only.
+
+    For clients that may not have forwarded answers (``--allow-recursion``):
+    the same closure over an empty cache, so a cached forwarded answer goes
+    to the slow path, which refuses it. Nothing is added per query.
+    """
+    return make_fast_answer(local, _no_cache(), max_udp)

@@ -24,6 +24,10 @@ class Refused(Exception):
     """A question we will not answer (zone transfers, odd classes)."""
 
 
+class NotAllowed(Exception):
+    """A client outside --allow, or outside --allow-recursion for a forwarded name."""
+
+
 class UpstreamFailure(Exception):
     """Every upstream failed and nothing stale was left."""
 
@@ -34,6 +38,7 @@ _EXPECTED: dict[type[BaseException], int] = {
     NotImplementedOpcode: wire.NOTIMP,
     BadVersion: wire.BADVERS,
     Refused: wire.REFUSED,
+    NotAllowed: wire.REFUSED,
     CatalogUnavailable: wire.SERVFAIL,
     UpstreamFailure: wire.SERVFAIL,
     TimeoutError: wire.SERVFAIL,  # a catalog fetch that took too long

@@ -29,6 +29,7 @@ from gateway.dns.codec import Answer
 from gateway.metrics import Metrics
 from gateway.options import Config
 from gateway.server import rcodes
+from gateway.server.access import Access
 from gateway.server.router import Kind, Route, Router
 from gateway.zones import zone as zones
 
@@ -75,6 +76,9 @@ class Resolver:
         self._fast = fastpath.make_fast_answer(self._local, cache, self._max_udp)
         # The instance attribute shadows the method: one call less per query.
         self.answer_fast = self._fast  # type: ignore[method-assign,assignment]
+        # For clients without --allow-recursion: catalog and zone entries only.
+        self.answer_fast_local = fastpath.make_local_answer(self._local, self._max_udp)
+        self._drop_denied = config.refuse_action == "drop"
 
     def _make_router(self, zone_set: dict[dns.name.Name, zones.Zone]) -> Router:
         def knows_address(address: str) -> bool:
@@ -94,19 +98,39 @@ class Resolver:
 
     # -- the slow path -----------------------------------------------------
 
-    def answer_slow(self, data: bytes, tcp: bool, reply: Reply) -> None:
-        """Parses, routes and answers; ``reply`` may be called later (forwarding)."""
+    def answer_slow(
+        self, data: bytes, tcp: bool, reply: Reply, access: Access = Access.FULL
+    ) -> None:
+        """Parses, routes and answers; ``reply`` may be called later (forwarding).
+
+        ``access`` is what the client may be answered (``gateway.server.access``):
+        the transport decides it from the client's address.
+        """
         self._counts["slow"] += 1
         try:
             query = wire.parse_query(data)
         except wire.FormatError as exc:
+            if access is Access.NONE:
+                self._deny(data, None, reply, "access")
+                return
             self._counts["formerr"] += 1
             self._fail(data, exc, reply, None)
             return
         try:
-            self._dispatch(data, query, tcp, reply)
+            if access is Access.NONE:
+                self._deny(data, query, reply, "access")
+                return
+            self._dispatch(data, query, tcp, reply, access)
         except Exception as exc:  # bugs answer SERVFAIL, never kill the server
             self._fail(data, exc, reply, query)
+
+    def _deny(self, data: bytes, query: wire.Query | None, reply: Reply, what: str) -> None:
+        """A client outside --allow (``access``) or --allow-recursion (``recursion``)."""
+        if self._drop_denied:
+            self._counts[f"{what}_dropped"] += 1
+            return
+        self._counts[f"{what}_refused"] += 1
+        self._fail(data, rcodes.NotAllowed(), reply, query)
 
     def _fail(
         self, data: bytes, exc: BaseException, reply: Reply, query: wire.Query | None
@@ -126,7 +150,9 @@ class Resolver:
         if response:
             reply(response)
 
-    def _dispatch(self, data: bytes, query: wire.Query, tcp: bool, reply: Reply) -> None:
+    def _dispatch(
+        self, data: bytes, query: wire.Query, tcp: bool, reply: Reply, access: Access
+    ) -> None:
         if query.opcode != wire.OPCODE_QUERY:
             raise rcodes.NotImplementedOpcode()
         if query.edns is not None and query.edns.version > 0:
@@ -140,6 +166,9 @@ class Resolver:
             key = None
         route = self._router.route(query.qname)
         if route.kind is Kind.FORWARD:
+            if access is not Access.FULL:
+                self._deny(data, query, reply, "recursion")
+                return
             self._forward_query(data, query, tcp, key, reply)
             return
         if query.qclass not in (wire.CLASS_IN, wire.CLASS_ANY):

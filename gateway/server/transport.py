@@ -4,6 +4,13 @@ Both hand each message to the resolver's fast path first and fall back to
 the slow path with a reply function. Any exception is caught here and
 counted: a packet can never take the server down.
 
+Access control and UDP limits (``gateway.server.access``,
+``gateway.server.ratelimit``) are applied through a :class:`Gate`, which
+caches the decision per client address. A UDP listener that hears only
+loopback clients gets no gate and runs the loop without any check; other
+UDP listeners pay one dict lookup per packet (plus the limits for clients
+that have them). TCP decides once per connection.
+
 TCP follows RFC 7766: two-byte length framing, several queries per
 connection (pipelined; answers may come back out of order, 6.2.1.1), an
 idle timeout, and a cap on concurrent connections.
@@ -18,6 +25,9 @@ import socket
 import struct
 from typing import Any, cast
 
+from gateway.dns.fastpath import FastAnswer
+from gateway.server.access import Access, AccessPolicy, Client
+from gateway.server.ratelimit import UdpLimits
 from gateway.server.resolver import Resolver
 
 log = logging.getLogger(__name__)
@@ -30,6 +40,41 @@ UDP_BATCH = 64
 UDP_RECV_SIZE = 65535
 # Room for bursts while the loop is busy (the kernel caps it at rmem_max).
 UDP_SOCKET_BUFFER = 4 * 1024 * 1024
+# Client decisions cached per address; the cache starts over when full (a
+# flood of forged sources then costs one classification, ~3 us, per packet).
+MAX_CACHED_PEERS = 65536
+# A peer: the fast path it may use (None: none, slow path decides) and its decision.
+Peer = tuple[FastAnswer | None, Client]
+# A TCP connection whose peer the kernel cannot name: allowed nothing.
+_UNKNOWN_PEER = Client(Access.NONE, False, b"")
+
+
+class Gate:
+    """Per-client decisions for the listeners that need them.
+
+    ``peers`` is read directly by the UDP loop (one dict lookup per packet);
+    :meth:`peer` fills it.
+    """
+
+    def __init__(
+        self, resolver: Resolver, policy: AccessPolicy, limits: UdpLimits, *, drop_denied: bool
+    ) -> None:
+        self.policy = policy
+        self.limits = limits
+        self.peers: dict[str, Peer] = {}
+        self.drop_denied = drop_denied
+        self._fast: dict[Access, FastAnswer | None] = {
+            Access.NONE: None,
+            Access.LOCAL: resolver.answer_fast_local,
+            Access.FULL: resolver.answer_fast,
+        }
+
+    def peer(self, host: str) -> Peer:
+        client = self.policy.classify(host)
+        if len(self.peers) >= MAX_CACHED_PEERS:
+            self.peers.clear()
+        peer = self.peers[host] = (self._fast[client.access], client)
+        return peer
 
 
 class UdpListener:
@@ -41,13 +86,15 @@ class UdpListener:
     per-datagram bookkeeping dominated the profile of the fast path.
     """
 
-    def __init__(self, resolver: Resolver, sock: socket.socket) -> None:
+    def __init__(self, resolver: Resolver, sock: socket.socket, gate: Gate | None = None) -> None:
         self._resolver = resolver
         self._sock = sock
         self._fast = resolver.answer_fast
         self._counts = resolver.metrics.counters
+        self._gate = gate
         self._loop = asyncio.get_running_loop()
-        self._loop.add_reader(sock.fileno(), self._on_readable)
+        reader = self._on_readable if gate is None else self._on_readable_checked
+        self._loop.add_reader(sock.fileno(), reader)
 
     def close(self) -> None:
         if self._sock.fileno() >= 0:
@@ -83,12 +130,60 @@ class UdpListener:
         # Counted per batch, not per packet: the hot path stays free of it.
         self._counts["udp_queries"] += received
 
+    def _on_readable_checked(self) -> None:
+        """``_on_readable`` with the gate: access per client, limits on the answers."""
+        assert self._gate is not None
+        recvfrom = self._sock.recvfrom
+        sendto = self._sock.sendto
+        peers = self._gate.peers
+        peer_of = self._gate.peer
+        outgoing = self._gate.limits.outgoing
+        received = 0
+        while received < UDP_BATCH:
+            try:
+                data, addr = recvfrom(UDP_RECV_SIZE)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError as exc:
+                log.debug("UDP receive error: %s", exc)
+                continue
+            received += 1
+            try:
+                fast, client = peers.get(addr[0]) or peer_of(addr[0])
+                response = fast(data, False) if fast is not None else None
+                if response is None:
+                    send = functools.partial(self._send_checked, client, len(data), addr)
+                    self._resolver.answer_slow(data, False, send, client.access)
+                    continue
+                if client.limited:
+                    response = outgoing(client.block, len(data), response)
+                    if response is None:
+                        continue
+                sendto(response, addr)
+            except (BlockingIOError, InterruptedError):
+                self._counts["udp_send_dropped"] += 1
+            except Exception:
+                self._counts["internal_errors"] += 1
+                log.exception("UDP packet from %s dropped", addr)
+        self._counts["udp_queries"] += received
+
     def _send(self, addr: tuple[Any, ...], response: bytes) -> None:
         try:
             self._sock.sendto(response, addr)
         except OSError:
             # Full socket buffer or a closed listener: the client retries.
             self._counts["udp_send_dropped"] += 1
+
+    def _send_checked(
+        self, client: Client, query_size: int, addr: tuple[Any, ...], response: bytes
+    ) -> None:
+        if client.limited:
+            assert self._gate is not None
+            limited = self._gate.limits.outgoing(client.block, query_size, response)
+            if limited is None:
+                return
+            response = limited
+        self._send(addr, response)
 
 
 class TcpConnection(asyncio.Protocol):
@@ -100,9 +195,21 @@ class TcpConnection(asyncio.Protocol):
         self._idle: asyncio.TimerHandle | None = None
         self._pending = 0
         self._loop = asyncio.get_running_loop()
+        self._fast: FastAnswer | None = resolver.answer_fast
+        self._access = Access.FULL
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         tr = self._transport = cast(asyncio.Transport, transport)
+        gate = self._server.gate
+        if gate is not None:
+            peer = tr.get_extra_info("peername")
+            self._fast, client = gate.peer(peer[0]) if peer else (None, _UNKNOWN_PEER)
+            self._access = client.access
+            if client.access is Access.NONE and gate.drop_denied:
+                # --refuse-action drop: over TCP, no connection.
+                self._resolver.metrics.counters["access_dropped"] += 1
+                tr.abort()
+                return
         if not self._server.admit(self):
             tr.abort()
             return
@@ -150,12 +257,13 @@ class TcpConnection(asyncio.Protocol):
     def _handle(self, message: bytes) -> None:
         self._resolver.metrics.counters["tcp_queries"] += 1
         try:
-            response = self._resolver.answer_fast(message, True)
+            fast = self._fast
+            response = fast(message, True) if fast is not None else None
             if response is not None:
                 self._send(response)
                 return
             self._pending += 1
-            self._resolver.answer_slow(message, True, self._send_pending)
+            self._resolver.answer_slow(message, True, self._send_pending, self._access)
         except Exception:
             self._resolver.metrics.counters["internal_errors"] += 1
             log.exception("TCP message dropped")
@@ -173,8 +281,16 @@ class TcpConnection(asyncio.Protocol):
 class TcpServer:
     """Tracks connections for the limit; the oldest idle ones could be shed later."""
 
-    def __init__(self, resolver: Resolver, *, idle_timeout: float, max_connections: int) -> None:
+    def __init__(
+        self,
+        resolver: Resolver,
+        *,
+        idle_timeout: float,
+        max_connections: int,
+        gate: Gate | None = None,
+    ) -> None:
         self._resolver = resolver
+        self.gate = gate
         self.idle_timeout = idle_timeout
         self._max = max_connections
         self._connections: set[TcpConnection] = set()
@@ -204,8 +320,13 @@ async def open_listeners(
     *,
     tcp: TcpServer,
     reuse_port: bool,
+    gate: Gate | None = None,
 ) -> tuple[UdpListener, asyncio.Server]:
-    """UDP and TCP on one address; both or neither."""
+    """UDP and TCP on one address; both or neither.
+
+    ``gate``: access control and UDP limits for this address's UDP clients
+    (None: no checks, for a loopback-only listener).
+    """
     loop = asyncio.get_running_loop()
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_DGRAM)
@@ -221,7 +342,7 @@ async def open_listeners(
     except OSError:
         sock.close()
         raise
-    udp = UdpListener(resolver, sock)
+    udp = UdpListener(resolver, sock, gate)
     try:
         server = await loop.create_server(
             tcp.protocol,

@@ -19,6 +19,7 @@ from tests.unit.helpers import query_bytes
         (rcodes.NotImplementedOpcode(), wire.NOTIMP, True),
         (rcodes.BadVersion(), wire.BADVERS, True),
         (rcodes.Refused(), wire.REFUSED, True),
+        (rcodes.NotAllowed(), wire.REFUSED, True),
         (CatalogUnavailable("down"), wire.SERVFAIL, True),
         (rcodes.UpstreamFailure(), wire.SERVFAIL, True),
         (TimeoutError(), wire.SERVFAIL, True),

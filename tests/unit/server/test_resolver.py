@@ -15,6 +15,7 @@ from gateway.catalog.source import StaticSource
 from gateway.dns import wire
 from gateway.metrics import Metrics
 from gateway.options import EMBEDDED_CATALOG, EMBEDDED_ZONES, Config
+from gateway.server.access import Access
 from gateway.server.resolver import Resolver
 from gateway.zones import zone as zones
 from tests.unit.helpers import name_text, query_bytes
@@ -166,3 +167,50 @@ def test_a_label_with_a_dot_is_routed_by_labels() -> None:
     # The same names without the escape are answered locally.
     assert ask(resolver, query_bytes("a.home.arpa"))
     assert ask(resolver, query_bytes("web.service.consul"))
+
+
+def test_clients_outside_allow_are_refused_everything() -> None:
+    resolver, forwarder, _ = make()
+    for packet in (query_bytes("web.service.consul", edns=True), query_bytes("www.example.com")):
+        replies: list[bytes] = []
+        resolver.answer_slow(packet, False, replies.append, Access.NONE)
+        reply = dns.message.from_wire(replies[0])
+        assert reply.rcode() == dns.rcode.REFUSED and not reply.answer
+    assert dns.message.from_wire(replies[0]).edns == -1  # OPT only for clients that sent one
+    assert forwarder.calls == []
+    assert resolver.metrics.counters["access_refused"] == 2
+    # Even a packet that does not parse gets REFUSED, not FORMERR.
+    replies.clear()
+    resolver.answer_slow(b"\x00\x01\x00", False, replies.append, Access.NONE)
+    assert replies[0][3] & 0x0F == wire.REFUSED
+
+
+def test_clients_without_recursion_get_local_answers_only() -> None:
+    resolver, forwarder, _ = make()
+    ask(resolver, query_bytes("www.example.com"))  # a full client fills the cache
+    question, _, done = forwarder.calls[0]
+    done(upstream_reply(question))
+    assert resolver.answer_fast(query_bytes("www.example.com"), False) is not None
+    # The local-only fast path does not serve the cached forwarded answer ...
+    assert resolver.answer_fast_local(query_bytes("www.example.com"), False) is None
+    replies: list[bytes] = []
+    resolver.answer_slow(query_bytes("www.example.com"), False, replies.append, Access.LOCAL)
+    assert dns.message.from_wire(replies[0]).rcode() == dns.rcode.REFUSED
+    assert resolver.metrics.counters["recursion_refused"] == 1
+    assert len(forwarder.calls) == 1
+    # ... but catalog and zone answers, fast or slow, are theirs.
+    for name in ("web.service.consul", "nas.home.arpa"):
+        replies.clear()
+        resolver.answer_slow(query_bytes(name), False, replies.append, Access.LOCAL)
+        assert dns.message.from_wire(replies[0]).answer
+        assert resolver.answer_fast_local(query_bytes(name), False) is not None
+
+
+def test_refuse_action_drop_sends_nothing() -> None:
+    resolver, forwarder, _ = make(Config(upstream=(), refuse_action="drop"))
+    replies: list[bytes] = []
+    resolver.answer_slow(query_bytes("web.service.consul"), False, replies.append, Access.NONE)
+    resolver.answer_slow(query_bytes("www.example.com"), True, replies.append, Access.LOCAL)
+    assert replies == [] and forwarder.calls == []
+    counts = resolver.metrics.counters
+    assert (counts["access_dropped"], counts["recursion_dropped"]) == (1, 1)
