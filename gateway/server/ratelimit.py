@@ -35,8 +35,8 @@ Clock = Callable[[], float]
 SEND = 0
 SLIP = 1
 DROP = 2
-# Accounts kept at most (BIND's max-table-size); about 350 bytes each with
-# its key, so at most ~18 MB.
+# Accounts kept at most (BIND's max-table-size); about 300 bytes each with
+# its key (tracemalloc), so at most ~15 MB.
 MAX_ACCOUNTS = 50_000
 # When full of accounts that are all active, forget this share of the oldest.
 _EVICT_SHARE = 10

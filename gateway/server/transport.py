@@ -40,9 +40,10 @@ UDP_BATCH = 64
 UDP_RECV_SIZE = 65535
 # Room for bursts while the loop is busy (the kernel caps it at rmem_max).
 UDP_SOCKET_BUFFER = 4 * 1024 * 1024
-# Client decisions cached per address; the cache starts over when full (a
-# flood of forged sources then costs one classification, ~3 us, per packet).
-MAX_CACHED_PEERS = 65536
+# Client decisions cached per address, about 230 bytes each (tracemalloc):
+# at most ~4 MB. The cache starts over when full, so a flood of forged
+# sources costs one classification (a few us) per packet, never memory.
+MAX_CACHED_PEERS = 16384
 # A peer: the fast path it may use (None: none, slow path decides) and its decision.
 Peer = tuple[FastAnswer | None, Client]
 # A TCP connection whose peer the kernel cannot name: allowed nothing.

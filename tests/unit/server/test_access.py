@@ -131,7 +131,10 @@ def test_limited_clients_and_their_blocks() -> None:
     gate = policy()  # --max-amplification 10 by default: non-loopback clients are limited
     client = gate.classify("10.99.0.77")
     assert client.limited and client.block == bytes([10, 99, 0])
-    assert block_of(ipaddress.ip_address("2001:db8:1:2ff::1")) == bytes.fromhex("20010db80001 02")
+    assert block_of(ipaddress.ip_address("2001:db8:1:2ff::1").packed) == bytes.fromhex(
+        "20010db8000102"
+    )
+    assert gate.classify("::ffff:10.99.0.77").block == bytes([10, 99, 0])
     assert not gate.classify("127.0.0.1").limited
     assert policy(limit_loopback=True).classify("127.0.0.1").limited
     assert not policy(max_amplification=0).classify("10.99.0.77").limited
