@@ -127,6 +127,8 @@ def _gate(config: Config, resolver: Resolver, metrics: Metrics, *, log_it: bool)
             amplification,
             "" if config.limit_loopback else " (not for loopback)",
         )
+    if limiter is not None:
+        metrics.gauge("rrl_accounts", lambda: len(limiter))
     limits = UdpLimits(limiter, config.max_amplification, metrics.counters)
     return Gate(resolver, policy, limits, drop_denied=config.refuse_action == "drop")
 
