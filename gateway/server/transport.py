@@ -144,6 +144,7 @@ class UdpListener:
         peers = self._gate.peers
         peer_of = self._gate.peer
         outgoing = self._gate.limits.outgoing
+        drop_denied = self._gate.drop_denied
         received = 0
         while received < UDP_BATCH:
             try:
@@ -158,6 +159,10 @@ class UdpListener:
                 fast, client = peers.get(addr[0]) or peer_of(addr[0])
                 response = fast(data, False) if fast is not None else None
                 if response is None:
+                    if fast is None and drop_denied:
+                        # --refuse-action drop: not even parsed (a flood from outside).
+                        self._counts["access_dropped"] += 1
+                        continue
                     send = functools.partial(self._send_checked, client, len(data), addr)
                     self._resolver.answer_slow(data, False, send, client.access)
                     continue
