@@ -138,7 +138,7 @@ class Resolver:
         key = self._key_of(data, tcp)
         if key is not None and len(key) + 11 != query.question_end:
             key = None
-        route = self._router.route(query.qname)
+        route = self._router.route(query.qname_wire)
         if route.kind is Kind.FORWARD:
             self._forward_query(data, query, tcp, key, reply)
             return
