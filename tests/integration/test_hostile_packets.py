@@ -23,11 +23,10 @@ import pytest
 from gateway.metrics import Metrics
 from gateway.ratelog import LINES_PER_INTERVAL
 from gateway.server.transport import UdpListener
-from harness.gateway import METRIC_PREFIX, GatewayProcess, scrape_metrics
-from harness.ports import LOOPBACK, free_port
+from harness.ports import LOOPBACK
 from harness.process import wait_for
 from tests.support.dnsclient import query
-from tests.support.forged import frame, send_forged
+from tests.support.hostile import MeteredGateway, frame, send_forged
 from tests.unit.server.test_resolver import make
 
 # After the forged packet arrives, how long a loop would have to show itself
@@ -36,22 +35,6 @@ SETTLE_S = 1.0
 PORT_ZERO_PACKETS = 3000
 # Log lines a flood may add at most (start-up lines are counted before it).
 MAX_FLOOD_LOG_LINES = 5
-
-
-class MeteredGateway(GatewayProcess):
-    """The embedded catalog, no upstream, and its metrics endpoint."""
-
-    def __init__(self, *args: str) -> None:
-        self.metrics_port = free_port()
-        super().__init__(
-            "--upstream", "127.0.0.1:9",
-            "--metrics-listen", f"{LOOPBACK}:{self.metrics_port}",
-            *args, probe_name="consul.",
-        )  # fmt: skip
-
-    def counter(self, name: str) -> float:
-        values = scrape_metrics(f"{LOOPBACK}:{self.metrics_port}")
-        return values.get(METRIC_PREFIX + name, 0.0)
 
 
 @pytest.fixture
