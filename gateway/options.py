@@ -550,6 +550,7 @@ class Config:
             "reply bytes waiting for slow TCP readers, all connections together; above it "
             "the connection with the most is closed (256 of the largest answers at once)",
             metavar="BYTES",
+            default_text="16777216 (16 MiB)",
         ),
     )
     workers: int = field(

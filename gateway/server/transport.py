@@ -153,6 +153,7 @@ class TcpConnection(asyncio.Protocol):
         self._loop = asyncio.get_running_loop()
         self._last_read = self._loop.time()
         self._idle: asyncio.TimerHandle | None = None
+        self._queued_at_idle = 0
         self._deadline: asyncio.TimerHandle | None = None
         self._reading = True
         self._writing_paused = False
@@ -220,10 +221,14 @@ class TcpConnection(asyncio.Protocol):
         if tr is None:
             return
         left = self._last_read + self._limits.idle_timeout - self._loop.time()
-        if left > 0 or self.pending:
+        queued = tr.get_write_buffer_size()
+        # A client still reading a long reply slowly is not idle either.
+        draining = queued and queued != self._queued_at_idle
+        self._queued_at_idle = queued
+        if left > 0 or self.pending or draining:
             delay = left if left > 0 else self._limits.idle_timeout
             self._idle = self._loop.call_later(delay, self._on_idle)
-        elif tr.get_write_buffer_size():
+        elif queued:
             tr.abort()  # replies it has not read for the whole idle time
         else:
             tr.close()
@@ -358,7 +363,7 @@ class TcpServer:
         loop = asyncio.get_running_loop()
         try:
             await loop.connect_accepted_socket(lambda: conn, sock)
-        except OSError as exc:
+        except Exception as exc:  # e.g. the client reset it meanwhile
             self._table.release(conn)
             sock.close()
             self.log.warning("tcp_connect", "TCP connection from %s dropped: %s", conn.client, exc)

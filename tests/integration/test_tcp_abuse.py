@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import socket
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -175,6 +176,30 @@ def test_a_client_that_never_reads_does_not_grow_memory(
         assert all(gw.udp_answers() for _ in range(20))
         assert all(gw.tcp_answers() for _ in range(5))
         assert gw.counter("tcp_read_pauses") >= PIPELINE_CONNECTIONS
+
+
+def test_a_pipelining_client_that_reads_gets_every_answer(tmp_path: Path) -> None:
+    """The limits pause reading and resume it: no query is lost or answered twice."""
+    count = 3000
+    names = [(BIG_NAME, "TXT"), ("web.service.consul", "A"), ("nope.service.consul", "A")]
+    queries = []
+    for i in range(count):
+        query = dns.message.make_query(*names[i % len(names)])
+        query.id = i
+        queries.append(frame(query.to_wire()))
+    with MeteredGateway("--zones", str(big_zone(tmp_path / "zones"))) as gw:
+        sock = socket.create_connection((gw.host, gw.port), timeout=10)
+        with sock:
+            sender = threading.Thread(target=sock.sendall, args=(b"".join(queries),))
+            sender.start()
+            reader = sock.makefile("rb")
+            ids = []
+            for _ in range(count):
+                size = int.from_bytes(reader.read(2), "big")
+                ids.append(int.from_bytes(reader.read(size)[:2], "big"))
+            sender.join()
+        assert sorted(ids) == list(range(count))
+        assert gw.counter("tcp_read_pauses") >= 1
 
 
 def test_queued_replies_across_connections_are_capped(
