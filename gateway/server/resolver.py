@@ -96,27 +96,30 @@ class Resolver:
 
     # -- the slow path -----------------------------------------------------
 
-    def answer_slow(self, data: bytes, tcp: bool, reply: Reply) -> None:
+    def answer_slow(self, data: bytes, tcp: bool, reply: Reply) -> bool:
         """Parses, routes and answers; ``reply`` may be called later (forwarding).
 
-        Responses and packets without a full header are counted and dropped
-        (``rcodes.drop_reason``); the fast path never takes them either.
+        Returns False for a packet that gets no reply at all: responses and
+        packets without a full header are counted and dropped
+        (``rcodes.drop_reason``; the fast path never takes them either).
+        Otherwise ``reply`` is called once, now or later (TCP counts on it).
         """
         self._counts["slow"] += 1
         dropped = rcodes.drop_reason(data)
         if dropped is not None:
             self._counts[dropped] += 1
-            return
+            return False
         try:
             query = wire.parse_query(data)
         except wire.FormatError as exc:
             self._counts["formerr"] += 1
             self._fail(data, exc, reply, None)
-            return
+            return True
         try:
             self._dispatch(data, query, tcp, reply)
         except Exception as exc:  # bugs answer SERVFAIL, never kill the server
             self._fail(data, exc, reply, query)
+        return True
 
     def _fail(
         self, data: bytes, exc: BaseException, reply: Reply, query: wire.Query | None

@@ -302,7 +302,12 @@ class TcpConnection(asyncio.Protocol):
                 self._send(response)
                 return
             self.pending += 1
-            self._resolver.answer_slow(message, True, self._send_pending)
+            coming = False
+            try:
+                coming = self._resolver.answer_slow(message, True, self._send_pending)
+            finally:
+                if not coming:
+                    self.pending -= 1  # dropped (a response, a short message): no reply
         except Exception as exc:
             self._counts["internal_errors"] += 1
             self._server.log.error("tcp_bug", "TCP message dropped", exc_info=exc)

@@ -163,3 +163,18 @@ def test_send_errors_are_counted_and_logged_at_a_bounded_rate(
     assert counts["udp_queries"] == packets
     assert counts["udp_send_errors"] == packets
     assert counts["log_lines_suppressed"] == packets - LINES_PER_INTERVAL
+
+
+def test_responses_over_tcp_get_no_reply_and_do_not_block_the_connection(
+    gw: MeteredGateway,
+) -> None:
+    """More responses than --tcp-max-pipelined (64), then a query: its answer comes first."""
+    responses = 100
+    good = dns.message.make_query("web.service.consul", "A")
+    good.id = 4242
+    with socket.create_connection((gw.host, gw.port), timeout=3) as tcp:
+        tcp.sendall(frame(forged_response()) * responses + frame(good.to_wire()))
+        reader = tcp.makefile("rb")
+        size = int.from_bytes(reader.read(2), "big")
+        assert dns.message.from_wire(reader.read(size)).id == good.id
+    assert gw.counter("dropped_responses") == responses
