@@ -23,7 +23,8 @@ from gateway.forward.forwarder import Forwarder
 from gateway.metrics import Metrics, serve_http
 from gateway.options import Config, ConfigError
 from gateway.server.resolver import Resolver
-from gateway.server.transport import TcpServer, open_listeners
+from gateway.server.tcp_limits import TcpLimits
+from gateway.server.transport import TcpListener, TcpServer, UdpListener, open_listeners
 from gateway.zones import zone as zones
 
 log = logging.getLogger("gateway")
@@ -79,10 +80,9 @@ async def serve(config: Config, *, ready: asyncio.Event | None = None, worker: i
     except ValueError as exc:  # a zone that is also the Consul domain
         raise ConfigError(f"option 'zones' ({config.zones}): {exc}") from None
     _wire_metrics(metrics, cache, forwarder)
-    tcp = TcpServer(
-        resolver, idle_timeout=config.tcp_idle_timeout, max_connections=config.tcp_max_connections
-    )
+    tcp = TcpServer(resolver, TcpLimits.from_config(config))
     metrics.gauge("tcp_connections", lambda: tcp.connections)
+    metrics.gauge("tcp_queued_bytes", lambda: tcp.queued_bytes)
     if hasattr(source, "register_metrics"):
         source.register_metrics(metrics)
     await _run(config, resolver, source, forwarder, tcp, zone_set, worker, ready)
@@ -129,15 +129,15 @@ async def _run(
     loop = asyncio.get_running_loop()
     metrics = resolver.metrics
     assert config.upstream is not None
-    listeners = []
+    listeners: list[UdpListener | TcpListener] = []
     servers = []
     try:
         for ep in config.listen:
-            udp, server = await open_listeners(
-                resolver, ep.host, ep.port, tcp=tcp, reuse_port=config.workers > 1
+            listeners.extend(
+                await open_listeners(
+                    resolver, ep.host, ep.port, tcp=tcp, reuse_port=config.workers > 1
+                )
             )
-            listeners.append(udp)
-            servers.append(server)
             if worker == 0:
                 log.info("listening on %s (UDP and TCP)", ep)
         if config.metrics_listen is not None:
@@ -167,8 +167,9 @@ async def _run(
         await stop.wait()
         log.info("shutting down")
     finally:
-        for udp in listeners:
-            udp.close()
+        for listener in listeners:
+            listener.close()
+        tcp.close()
         for server in servers:
             server.close()
         await resolver.close()

@@ -28,6 +28,7 @@ from gateway.dns import codec, fastpath, wire
 from gateway.dns.codec import Answer
 from gateway.metrics import Metrics
 from gateway.options import Config
+from gateway.ratelog import RateLimitedLog
 from gateway.server import rcodes
 from gateway.server.router import Kind, Route, Router
 from gateway.zones import zone as zones
@@ -68,6 +69,7 @@ class Resolver:
         self._tasks: set[asyncio.Task[None]] = set()
         source.on_change(self._local.clear)
         self._counts = metrics.counters
+        self._log = RateLimitedLog(log, counts=self._counts)
         self._forward = CachedForwarder(
             cache, forwarder, payload=self._max_udp, counts=self._counts
         )
@@ -94,19 +96,30 @@ class Resolver:
 
     # -- the slow path -----------------------------------------------------
 
-    def answer_slow(self, data: bytes, tcp: bool, reply: Reply) -> None:
-        """Parses, routes and answers; ``reply`` may be called later (forwarding)."""
+    def answer_slow(self, data: bytes, tcp: bool, reply: Reply) -> bool:
+        """Parses, routes and answers; ``reply`` may be called later (forwarding).
+
+        Returns False for a packet that gets no reply at all: responses and
+        packets without a full header are counted and dropped
+        (``rcodes.drop_reason``; the fast path never takes them either).
+        Otherwise ``reply`` is called once, now or later (TCP counts on it).
+        """
         self._counts["slow"] += 1
+        dropped = rcodes.drop_reason(data)
+        if dropped is not None:
+            self._counts[dropped] += 1
+            return False
         try:
             query = wire.parse_query(data)
         except wire.FormatError as exc:
             self._counts["formerr"] += 1
             self._fail(data, exc, reply, None)
-            return
+            return True
         try:
             self._dispatch(data, query, tcp, reply)
         except Exception as exc:  # bugs answer SERVFAIL, never kill the server
             self._fail(data, exc, reply, query)
+        return True
 
     def _fail(
         self, data: bytes, exc: BaseException, reply: Reply, query: wire.Query | None
@@ -114,7 +127,8 @@ class Resolver:
         if not rcodes.is_expected(exc):
             self._counts["internal_errors"] += 1
             what = f"{query.qname}/{query.qtype}" if query is not None else "a packet"
-            log.error("error answering %s", what, exc_info=exc)
+            # A bug a client can trigger at will: a traceback, but a bounded number.
+            self._log.error("resolver_bug", "error answering %s", what, exc_info=exc)
         rcode = rcodes.rcode_for(exc)
         self._counts[f"rcode_{rcode}"] += 1
         response = rcodes.error_reply(
