@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import random
+
 import dns.flags
 import dns.message
 import dns.rcode
 import dns.rrset
 import pytest
 
+from gateway.dns import verify
 from gateway.forward.replies import Verdict, classify
 
 QUESTION = b"\x03www\x07example\x03com\x00\x00\x01\x00\x01"
@@ -77,3 +80,28 @@ CASES = {
 def test_verdict(case: str) -> None:
     data, tcp, verdict = CASES[case]
     assert classify(data, QUESTION, tcp=tcp) is verdict
+
+
+def test_any_bytes_get_a_verdict_and_only_whole_answers_are_answers() -> None:
+    """5,000 mutated replies: classify never raises, and what it calls an answer or an
+    error passed the strict walk (the forwarder hands on nothing else)."""
+    rng = random.Random(9)
+    bases = [reply(), reply(records=20), reply(rcode=dns.rcode.SERVFAIL, records=0), reply(tc=True)]
+    seen = set()
+    for _ in range(5_000):
+        buf = bytearray(rng.choice(bases))
+        for _ in range(rng.randint(1, 3)):
+            at = rng.randrange(len(buf))
+            if rng.random() < 0.7:
+                buf[at] = rng.randrange(256)
+            else:
+                del buf[at:]
+                if not buf:
+                    break
+        data = bytes(buf)
+        verdict = classify(data, QUESTION, tcp=rng.random() < 0.5)
+        seen.add(verdict)
+        if verdict in (Verdict.ANSWER, Verdict.ERROR):
+            verify.walk_strict(data)
+            assert data[12 : 12 + len(QUESTION)].lower() == QUESTION
+    assert seen == set(Verdict)
