@@ -155,12 +155,12 @@ def checked_types_only(layout: wire.Layout, data: bytes) -> bool:
 
 
 def test_whatever_passes_becomes_a_template_that_parses_and_truncates() -> None:
-    """10,000 mutations of whole messages: a template made from any that passes is a
+    """5,000 mutations of whole messages: a template made from any that passes is a
     message dnspython reads, and truncating it to 512 bytes never fails."""
     rng = random.Random(9)
     bases = [message(edns=edns, txt=txt) for edns in (True, False) for txt in (True, False)]
     passed = parsed = 0
-    for _ in range(10_000):
+    for _ in range(5_000):
         data = mutate(rng.choice(bases), rng)
         try:
             layout = verify.walk_strict(data)
@@ -179,4 +179,4 @@ def test_whatever_passes_becomes_a_template_that_parses_and_truncates() -> None:
                 except dns.exception.DNSException as exc:
                     raise AssertionError(f"{data.hex()} passed, does not parse: {exc!r}") from exc
                 parsed += 1
-    assert passed > 1000 and parsed > 300  # the mutations reach both sides of the check
+    assert passed > 500 and parsed > 150  # the mutations reach both sides of the check
