@@ -104,6 +104,7 @@ def _resolver(
         cache=cache,
         metrics=metrics,
         rng=random.Random(),
+        call_later=asyncio.get_running_loop().call_later,
     )
 
 

@@ -608,6 +608,15 @@ class Config:
     stale_answer_ttl: int = field(
         default=30, metadata=declare(_TTL, "TTL of stale answers (RFC 8767 §4)", metavar="S")
     )
+    stale_answer_client_timeout: float = field(
+        default=1.8,
+        metadata=declare(
+            _float_range(0.0, 120.0),
+            "a client waiting this long for an upstream gets the stale answer, if one is kept, "
+            "while the refresh goes on (RFC 8767 §5); 0 disables",
+            metavar="S",
+        ),
+    )
     # Operations
     log_level: str = field(
         default="info",

@@ -20,7 +20,7 @@ from collections.abc import Callable
 
 import dns.name
 
-from gateway.cache.cached_forwarder import CachedForwarder, Upstreams
+from gateway.cache.cached_forwarder import CachedForwarder, CallLater, Upstreams
 from gateway.cache.store import ForwardCache
 from gateway.catalog.answers import CatalogAnswerer, NeedQuery, NeedService
 from gateway.catalog.source import CatalogSource, CatalogUnavailable
@@ -55,7 +55,10 @@ class Resolver:
         cache: ForwardCache,
         metrics: Metrics,
         rng: random.Random | None = None,
+        call_later: CallLater | None = None,
     ) -> None:
+        """``call_later`` (``loop.call_later``) runs the client-response timer
+        of serve-stale (``--stale-answer-client-timeout``); None: no timer."""
         self._config = config
         self._source = source
         self._zones = zone_set
@@ -71,7 +74,12 @@ class Resolver:
         self._counts = metrics.counters
         self._log = RateLimitedLog(log, counts=self._counts)
         self._forward = CachedForwarder(
-            cache, forwarder, payload=self._max_udp, counts=self._counts
+            cache,
+            forwarder,
+            payload=self._max_udp,
+            counts=self._counts,
+            stale_timeout=config.stale_answer_client_timeout,
+            call_later=call_later,
         )
         self._key_of = fastpath.make_key_function()
         self._fast = fastpath.make_fast_answer(self._local, cache, self._max_udp)
@@ -242,17 +250,19 @@ class Resolver:
     def _forward_query(
         self, data: bytes, query: wire.Query, tcp: bool, key: bytes | None, reply: Reply
     ) -> None:
-        def done(template: bytes | None, raw: bool) -> None:
-            if template is None:
-                self._fail(data, rcodes.UpstreamFailure(), reply, query)
-            elif raw:
-                reply(data[:2] + template[2:])
-            else:
+        def done(template: bytes | None) -> None:
+            # Called from the forwarder's callback: whatever happens here must
+            # end in a reply, never in an exception the client would not see.
+            try:
+                if template is None:
+                    raise rcodes.UpstreamFailure()
                 limit = self._limit(query, tcp)
                 if len(template) > limit:
                     template = codec.truncate(template, limit)
                     self._counts["truncated"] += 1
                 reply(fastpath.patch(template, data, query.question_end))
+            except Exception as exc:
+                self._fail(data, exc, reply, query)
 
         self._forward.answer(key, _question(query), query.edns, done)
 

@@ -169,3 +169,25 @@ def test_a_label_with_a_dot_is_routed_by_labels() -> None:
     # The same names without the escape are answered locally.
     assert ask(resolver, query_bytes("a.home.arpa"))
     assert ask(resolver, query_bytes("web.service.consul"))
+
+
+def test_unparseable_upstream_reply_gets_servfail_and_is_never_cached() -> None:
+    """Issue 9: a reply with bytes after its last record was cached and relayed; above
+    512 bytes it made the forward callback raise for 512-byte clients (no reply at all)."""
+    resolver, forwarder, _ = make()
+    addresses = [f"192.0.2.{i}" for i in range(1, 41)]
+    for payload in (512, 1232):
+        packet = query_bytes("big.example.com", edns=0)
+        packet = packet[:-8] + payload.to_bytes(2, "big") + packet[-6:]  # the OPT's size
+        replies: list[bytes] = []
+        resolver.answer_slow(packet, False, replies.append)
+        question, _, done = forwarder.calls[-1]
+        name = name_text(question[:-4]) + "."
+        r = dns.message.make_response(dns.message.make_query(name, "A"))
+        r.answer.append(dns.rrset.from_text(name, 60, "IN", "A", *addresses))
+        whole = r.to_wire()
+        assert len(whole) > 512
+        done(whole + b"junk")
+        (reply,) = replies
+        assert dns.message.from_wire(reply).rcode() == dns.rcode.SERVFAIL
+        assert len(resolver._forward.cache) == 0
