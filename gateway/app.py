@@ -26,7 +26,8 @@ from gateway.server import interfaces
 from gateway.server.access import AccessPolicy
 from gateway.server.ratelimit import ResponseRateLimiter, UdpLimits
 from gateway.server.resolver import Resolver
-from gateway.server.transport import Gate, TcpServer, open_listeners
+from gateway.server.tcp_limits import TcpLimits
+from gateway.server.transport import Gate, TcpListener, TcpServer, UdpListener, open_listeners
 from gateway.zones import zone as zones
 
 log = logging.getLogger("gateway")
@@ -83,13 +84,9 @@ async def serve(config: Config, *, ready: asyncio.Event | None = None, worker: i
         raise ConfigError(f"option 'zones' ({config.zones}): {exc}") from None
     _wire_metrics(metrics, cache, forwarder)
     gate = _gate(config, resolver, metrics, log_it=worker == 0)
-    tcp = TcpServer(
-        resolver,
-        idle_timeout=config.tcp_idle_timeout,
-        max_connections=config.tcp_max_connections,
-        gate=gate,
-    )
+    tcp = TcpServer(resolver, TcpLimits.from_config(config), gate=gate)
     metrics.gauge("tcp_connections", lambda: tcp.connections)
+    metrics.gauge("tcp_queued_bytes", lambda: tcp.queued_bytes)
     if hasattr(source, "register_metrics"):
         source.register_metrics(metrics)
     await _run(config, resolver, source, forwarder, tcp, gate, zone_set, worker, ready)
@@ -149,6 +146,7 @@ def _resolver(
         cache=cache,
         metrics=metrics,
         rng=random.Random(),
+        call_later=asyncio.get_running_loop().call_later,
     )
 
 
@@ -175,17 +173,16 @@ async def _run(
     loop = asyncio.get_running_loop()
     metrics = resolver.metrics
     assert config.upstream is not None
-    listeners = []
+    listeners: list[UdpListener | TcpListener] = []
     servers = []
     try:
         for ep in config.listen:
-            checked = gate.policy.checks_listener(ep.host)
-            udp, server = await open_listeners(
-                resolver, ep.host, ep.port, tcp=tcp, reuse_port=config.workers > 1,
-                gate=gate if checked else None,
-            )  # fmt: skip
-            listeners.append(udp)
-            servers.append(server)
+            gated = gate if gate.policy.checks_listener(ep.host) else None
+            listeners.extend(
+                await open_listeners(
+                    resolver, ep.host, ep.port, tcp=tcp, reuse_port=config.workers > 1, gate=gated
+                )
+            )
             if worker == 0:
                 log.info("listening on %s (UDP and TCP)", ep)
         if config.metrics_listen is not None:
@@ -215,8 +212,9 @@ async def _run(
         await stop.wait()
         log.info("shutting down")
     finally:
-        for udp in listeners:
-            udp.close()
+        for listener in listeners:
+            listener.close()
+        tcp.close()
         for server in servers:
             server.close()
         await resolver.close()

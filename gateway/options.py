@@ -545,7 +545,46 @@ class Config:
     tcp_max_connections: int = field(
         default=1024,
         metadata=declare(
-            _int_range(1, 1_000_000), "concurrent TCP connections per worker", metavar="N"
+            _int_range(1, 1_000_000),
+            "concurrent TCP connections per worker; at the limit the oldest idle one is closed",
+            metavar="N",
+        ),
+    )
+    tcp_max_per_client: int = field(
+        default=64,
+        metadata=declare(
+            _int_range(1, 1_000_000),
+            "concurrent TCP connections from one address: a NAT gateway fits, "
+            "one host cannot hold the server's slots",
+            metavar="N",
+        ),
+    )
+    tcp_message_timeout: float = field(
+        default=2.0,
+        metadata=declare(
+            _float_range(0.05, 3600.0),
+            "a started TCP message must be complete within this, however it trickles in: "
+            "room for one lost segment (initial RTO 1 s, RFC 6298)",
+            metavar="S",
+        ),
+    )
+    tcp_max_pipelined: int = field(
+        default=64,
+        metadata=declare(
+            _int_range(1, 65535),
+            "unanswered queries per TCP connection before it is no longer read "
+            "(more than stubs and forwarders keep in flight)",
+            metavar="N",
+        ),
+    )
+    tcp_max_queued_bytes: int = field(
+        default=16 * 1024 * 1024,
+        metadata=declare(
+            _int_range(65536, 2**40),
+            "reply bytes waiting for slow TCP readers, all connections together; above it "
+            "the connection with the most is closed (256 of the largest answers at once)",
+            metavar="BYTES",
+            default_text="16777216 (16 MiB)",
         ),
     )
     workers: int = field(
@@ -678,6 +717,15 @@ class Config:
     )
     stale_answer_ttl: int = field(
         default=30, metadata=declare(_TTL, "TTL of stale answers (RFC 8767 §4)", metavar="S")
+    )
+    stale_answer_client_timeout: float = field(
+        default=1.8,
+        metadata=declare(
+            _float_range(0.0, 120.0),
+            "a client waiting this long for an upstream gets the stale answer, if one is kept, "
+            "while the refresh goes on (RFC 8767 §5); 0 disables",
+            metavar="S",
+        ),
     )
     # Operations
     log_level: str = field(

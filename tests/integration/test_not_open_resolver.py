@@ -15,11 +15,13 @@ from __future__ import annotations
 import contextlib
 import math
 import socket
+import time
 from collections.abc import Iterator
 
 import dns.exception
 import dns.flags
 import dns.message
+import dns.query
 import dns.rcode
 import pytest
 
@@ -214,6 +216,26 @@ def test_refuse_action_drop_sends_nothing(lan: dict[str, str], knot: KnotUpstrea
             gw.ask("b", CATALOG_NAME, "A", tcp=True, timeout=DROPPED_WAIT_S)  # closed at once
         assert gw.ask("a", CATALOG_NAME, "A").answer
         assert gw.metrics()["access_dropped"] == 2
+
+
+def test_a_dropped_forwarded_query_does_not_hold_its_tcp_connection(
+    lan: dict[str, str], knot: KnotUpstream
+) -> None:
+    """A dropped query owes no reply: with one unanswered query allowed per
+    connection, the next query on it is still read and answered."""
+    args = ("--allow", "local", "--allow", "10.99.1.0/24", "--refuse-action", "drop",
+            "--tcp-max-pipelined", "1")  # fmt: skip
+    with gateway(lan, knot, *args) as gw:
+        dropped = dns.message.make_query(WWW, "A")
+        local = dns.message.make_query(CATALOG_NAME, "A")
+        with entered(lan["b"]):
+            sock = socket.create_connection((GW_A, gw.port), timeout=ANSWER_TIMEOUT_S)
+        with sock:
+            dns.query.send_tcp(sock, dropped)
+            dns.query.send_tcp(sock, local)
+            reply, _ = dns.query.receive_tcp(sock, time.time() + ANSWER_TIMEOUT_S)
+        assert reply.id == local.id and reply.answer
+        assert gw.metrics()["recursion_dropped"] == 1
 
 
 def test_a_wildcard_listener_makes_every_interface_local(
