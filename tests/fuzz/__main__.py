@@ -154,6 +154,8 @@ def _passed_on(args: argparse.Namespace) -> list[str]:
     for flag, value in (("--seconds", args.seconds), ("--runs", args.runs), ("--seed", args.seed)):
         if value is not None:
             out += [flag, str(value)]
+    if args.work is not None:
+        out += ["--work", str(args.work)]
     if args.keep_going:
         out.append("--keep-going")
     return out

@@ -19,6 +19,7 @@ import dns.edns
 import dns.flags
 import dns.message
 import dns.opcode
+import dns.rdata
 import dns.rrset
 
 from tests.fuzz import world
@@ -93,12 +94,37 @@ def upstream_inputs() -> Iterator[tuple[str, bytes]]:
     yield "no-opt", bytes((1, 0x01)) + message.to_wire()
 
 
+def upstream_regressions() -> Iterator[tuple[str, bytes]]:
+    """Hand-made upstream replies that broke an invariant on 901fc25 (issue 9)."""
+    www = world.UPSTREAM_CLIENTS[1]  # EDNS 1232
+    message = dns.message.from_wire(world.upstream_reply(www.question(), False, "answer"))
+    message.use_edns(False)
+    # A valid reply (from an upstream without EDNS) with trailing bytes:
+    # cached, then served unparseable to EDNS clients.
+    yield "trailing-bytes", bytes((1, 0x01)) + message.to_wire() + b"\x00\x00\x00"
+    # A well-formed reply the template code cannot take (OPT not the last
+    # additional record), 40 A records: relayed raw, ~700 bytes to a client
+    # that takes 512.
+    plain = world.UPSTREAM_CLIENTS[0]  # no EDNS: 512 bytes
+    message = dns.message.from_wire(world.upstream_reply(plain.question(), False, "answer"))
+    rrset = message.answer[0]
+    for i in range(40):
+        rrset.add(dns.rdata.from_text("IN", "A", f"192.0.2.{i + 100}"))
+    message.use_edns(False)
+    body = message.to_wire()
+    opt = b"\x00" + struct.pack("!HHIH", 41, 1232, 0, 0)
+    extra = b"\xc0\x0c" + struct.pack("!HHIH", 1, 1, 60, 4) + b"\xc0\x00\x02\x07"
+    arcount = struct.pack("!H", 2)
+    yield "oversize-raw-relay", bytes((0, 0x01)) + body[:10] + arcount + body[12:] + opt + extra
+
+
 def write() -> int:
     sets = {
         "query": list(queries()),
         "fastpath": [],
         "slowpath": [],
         "upstream": list(upstream_inputs()),
+        "upstream-regress": list(upstream_regressions()),
     }
     # Fast- and slow-path inputs: a control byte, then a query.
     for name, packet in sets["query"]:
@@ -109,12 +135,15 @@ def write() -> int:
         sets["slowpath"].append((f"{name}-tcp-big", b"\x03" + packet))
     count = 0
     for target, inputs in sets.items():
+        target, _, prefix = target.partition("-")
+        prefix = prefix or "seed"
         folder = CORPUS / target
         folder.mkdir(parents=True, exist_ok=True)
-        for old in folder.glob("seed-*"):
-            old.unlink()
+        for old in folder.glob(f"{prefix}-*"):
+            if prefix == "seed" or old.name.removeprefix("regress-") in dict(inputs):
+                old.unlink()
         for name, data in inputs:
-            (folder / f"seed-{name}").write_bytes(data)
+            (folder / f"{prefix}-{name}").write_bytes(data)
             count += 1
     return count
 

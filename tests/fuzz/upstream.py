@@ -51,13 +51,16 @@ CLIENT_GRACE_S = 1.0
 # Per attempt at most one UDP and one TCP query; at most deadline/timeout
 # attempts per upstream (RFC 5452 forwarders retry, they do not spin).
 MAX_UPSTREAM_QUERIES = 2 * UPSTREAMS * round(FORWARD_DEADLINE_S / FORWARD_TIMEOUT_S)
-# Real time the loop waits for I/O in flight on loopback before it jumps its clock.
-REAL_WAIT_S = 0.0005
 MAX_UDP_DATAGRAM = 65507
 
 
 class _JumpingSelector(selectors.EpollSelector):
-    """A selector whose idle waits move a virtual clock instead of sleeping."""
+    """A selector whose idle waits move a virtual clock instead of sleeping.
+
+    Only loopback I/O happens here, and Linux hands a loopback packet to the
+    receiving socket before the sending call returns: when nothing is ready
+    now, nothing is on its way, and the loop may skip to its next timer.
+    """
 
     def __init__(self) -> None:
         super().__init__()
@@ -65,9 +68,6 @@ class _JumpingSelector(selectors.EpollSelector):
 
     def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
         ready = super().select(0)
-        if ready or timeout == 0:
-            return ready
-        ready = super().select(REAL_WAIT_S)
         if not ready and timeout is not None:
             self.skew += timeout
         return ready
@@ -259,6 +259,12 @@ class UpstreamTarget:
         finally:
             forwarder.close()
             await resolver.close()
+            # Whatever is left (a forwarder's TCP attempt, an upstream's handler)
+            # must not reach into the next input.
+            rest = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in rest:
+                task.cancel()
+            await asyncio.gather(*rest, return_exceptions=True)
 
     def _check(
         self,
