@@ -21,6 +21,7 @@ import argparse
 import hashlib
 import importlib
 import re
+import shlex
 import subprocess
 import sys
 import traceback
@@ -37,6 +38,8 @@ TARGETS: dict[str, tuple[str, str, int]] = {
     "slowpath": ("tests.fuzz.targets", "SlowPathTarget", 1024),
     "upstream": ("tests.fuzz.upstream", "UpstreamTarget", 8192),
 }
+# The launcher's flag: the rest of the command line is libFuzzer's.
+CHILD = "--libfuzzer-child"
 # Attempts --minimize makes (each runs the target once).
 MINIMIZE_BUDGET = 4000
 
@@ -176,6 +179,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--merge", action="store_true", help="add new coverage to the corpus")
     parser.add_argument("--replay", type=Path, nargs="+", metavar="FILE")
     parser.add_argument("--minimize", type=Path, metavar="FILE")
+    if len(argv) >= 2 and argv[1] == CHILD:  # started by libFuzzer (see launcher())
+        fuzz(argv[0], [sys.argv[0], *argv[2:]], None)
     args, rest = parser.parse_known_args(argv)
     if args.target == "all":
         return run_all(args, rest)
@@ -188,14 +193,16 @@ def main(argv: list[str]) -> int:
             print(f"{len(small)} bytes: {out}")
             return 0
         return replay(target, args.replay)
-    import atheris
-
     work = (args.work or WORK) / args.target
     corpus = CORPUS / args.target
     (work / "corpus").mkdir(parents=True, exist_ok=True)
     (work / "crashes").mkdir(parents=True, exist_ok=True)
     max_len = TARGETS[args.target][2]
-    fuzzer_args = [sys.argv[0], f"-max_len={max_len}", f"-artifact_prefix={work}/crashes/"]
+    fuzzer_args = [
+        str(launcher(work, args.target)),
+        f"-max_len={max_len}",
+        f"-artifact_prefix={work}/crashes/",
+    ]
     if args.seconds is not None:
         fuzzer_args.append(f"-max_total_time={args.seconds}")
     if args.runs is not None:
@@ -207,12 +214,29 @@ def main(argv: list[str]) -> int:
         fuzzer_args += ["-merge=1", str(corpus), str(work / "corpus")]
     else:
         fuzzer_args += [str(work / "corpus"), str(corpus)]
-    target = load(args.target, instrument=True)
-    if args.keep_going:
-        target = KeepGoing(target, work / "findings")
+    fuzz(args.target, fuzzer_args, work / "findings" if args.keep_going else None)
+    return 0
+
+
+def fuzz(name: str, fuzzer_args: list[str], findings: Path | None) -> None:
+    """Runs libFuzzer on the target in this process; does not return."""
+    import atheris
+
+    target = load(name, instrument=True)
+    if findings is not None:
+        target = KeepGoing(target, findings)
     atheris.Setup(fuzzer_args, target)
     atheris.Fuzz()
-    return 0
+
+
+def launcher(work: Path, name: str) -> Path:
+    """An executable that runs the target with libFuzzer's own arguments: libFuzzer
+    starts its argv[0] again for -merge (and -fork, -minimize_crash)."""
+    path = work / "run"
+    command = [sys.executable, "-m", "tests.fuzz", name, CHILD]
+    path.write_text(f'#!/bin/sh\ncd {shlex.quote(str(ROOT))} && exec {shlex.join(command)} "$@"\n')
+    path.chmod(0o755)
+    return path
 
 
 if __name__ == "__main__":
