@@ -180,3 +180,22 @@ def test_whatever_passes_becomes_a_template_that_parses_and_truncates() -> None:
                     raise AssertionError(f"{data.hex()} passed, does not parse: {exc!r}") from exc
                 parsed += 1
     assert passed > 500 and parsed > 150  # the mutations reach both sides of the check
+
+
+@pytest.mark.parametrize("rtype", ["TXT", "CAA", "HINFO"])
+def test_record_data_of_other_types_must_decode(rtype: str) -> None:
+    """A TXT string longer than its record was cached and relayed (fuzz target upstream)."""
+    text = {"TXT": '"hello"', "CAA": '0 issue "ca.example"', "HINFO": '"cpu" "os"'}[rtype]
+    q = dns.message.make_query("t.example.", rtype)
+    r = dns.message.make_response(q)
+    r.answer.append(dns.rrset.from_text("t.example.", 60, "IN", rtype, text))
+    good = r.to_wire()
+    verify.walk_strict(good)
+    # The first inner length byte of the record data claims more than there is.
+    rdata_at = len(good) - len(r.answer[0][0].to_wire())
+    bad = bytearray(good)
+    bad[rdata_at] = 0xFF if rtype != "CAA" else bad[rdata_at]
+    if rtype == "CAA":
+        bad[rdata_at + 1] = 0xFF  # the tag length
+    with pytest.raises(wire.FormatError, match="does not decode"):
+        verify.walk_strict(bytes(bad))
