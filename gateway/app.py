@@ -24,8 +24,12 @@ from gateway.errors import StartupError
 from gateway.forward.forwarder import Forwarder
 from gateway.metrics import Metrics, serve_http
 from gateway.options import Config, ConfigError
+from gateway.server import interfaces
+from gateway.server.access import AccessPolicy
+from gateway.server.ratelimit import ResponseRateLimiter, UdpLimits
 from gateway.server.resolver import Resolver
-from gateway.server.transport import TcpServer, open_listeners
+from gateway.server.tcp_limits import TcpLimits
+from gateway.server.transport import Gate, TcpListener, TcpServer, UdpListener, open_listeners
 from gateway.zones import zone as zones
 
 log = logging.getLogger("gateway")
@@ -95,13 +99,51 @@ async def serve(config: Config, *, ready: asyncio.Event | None = None, worker: i
     except ValueError as exc:  # a zone that is also the Consul domain
         raise ConfigError(f"option 'zones' ({config.zones}): {exc}") from None
     _wire_metrics(metrics, cache, forwarder)
-    tcp = TcpServer(
-        resolver, idle_timeout=config.tcp_idle_timeout, max_connections=config.tcp_max_connections
-    )
+    gate = _gate(config, resolver, metrics, log_it=worker == 0)
+    tcp = TcpServer(resolver, TcpLimits.from_config(config), gate=gate)
     metrics.gauge("tcp_connections", lambda: tcp.connections)
+    metrics.gauge("tcp_queued_bytes", lambda: tcp.queued_bytes)
     if hasattr(source, "register_metrics"):
         source.register_metrics(metrics)
-    await _run(config, resolver, source, forwarder, tcp, zone_set, worker, ready)
+    await _run(config, resolver, source, forwarder, tcp, gate, zone_set, worker, ready)
+
+
+def _gate(config: Config, resolver: Resolver, metrics: Metrics, *, log_it: bool) -> Gate:
+    """Access control and UDP limits, from the options and this machine's interfaces."""
+    try:
+        addresses = interfaces.read_addresses()
+    except OSError as exc:
+        # Fail closed: `local` is then loopback only.
+        log.warning("cannot read interface addresses (%s): `local` means loopback only", exc)
+        addresses = []
+    policy = AccessPolicy.from_config(config, addresses)
+    limiter = (
+        ResponseRateLimiter(
+            config.rate_limit, config.rate_limit_window, config.rate_limit_slip, time.monotonic
+        )
+        if config.rate_limit
+        else None
+    )
+    if log_it:
+        rate = (
+            f"{config.rate_limit}/s per /24 and /56 (window {config.rate_limit_window:g} s, "
+            f"slip {config.rate_limit_slip})"
+            if config.rate_limit
+            else "off"
+        )
+        amplification = f"{config.max_amplification}x" if config.max_amplification else "off"
+        log.info(
+            "access: %s; others %s; UDP rate limit %s, amplification bound %s%s",
+            policy.describe(),
+            "refused" if config.refuse_action == "refuse" else "dropped",
+            rate,
+            amplification,
+            "" if config.limit_loopback else " (not for loopback)",
+        )
+    if limiter is not None:
+        metrics.gauge("rrl_accounts", lambda: len(limiter))
+    limits = UdpLimits(limiter, config.max_amplification, metrics.counters)
+    return Gate(resolver, policy, limits, drop_denied=config.refuse_action == "drop")
 
 
 def _resolver(
@@ -120,6 +162,7 @@ def _resolver(
         cache=cache,
         metrics=metrics,
         rng=random.Random(),
+        call_later=asyncio.get_running_loop().call_later,
     )
 
 
@@ -139,6 +182,7 @@ async def _run(
     source: CatalogSource,
     forwarder: Forwarder | None,
     tcp: TcpServer,
+    gate: Gate,
     zone_set: dict[dns.name.Name, zones.Zone],
     worker: int,
     ready: asyncio.Event | None,
@@ -147,16 +191,17 @@ async def _run(
     loop = asyncio.get_running_loop()
     metrics = resolver.metrics
     assert config.upstream is not None
-    listeners = []
+    listeners: list[UdpListener | TcpListener] = []
     servers = []
     reloader = Reloader(config, resolver, source)
     try:
         for ep in config.listen:
-            udp, server = await open_listeners(
-                resolver, ep.host, ep.port, tcp=tcp, reuse_port=config.workers > 1
+            gated = gate if gate.policy.checks_listener(ep.host) else None
+            listeners.extend(
+                await open_listeners(
+                    resolver, ep.host, ep.port, tcp=tcp, reuse_port=config.workers > 1, gate=gated
+                )
             )
-            listeners.append(udp)
-            servers.append(server)
             if worker == 0:
                 log.info("listening on %s (UDP and TCP)", ep)
         if config.metrics_listen is not None:
@@ -187,8 +232,9 @@ async def _run(
         log.info("shutting down")
     finally:
         reloader.close()
-        for udp in listeners:
-            udp.close()
+        for listener in listeners:
+            listener.close()
+        tcp.close()
         for server in servers:
             server.close()
         await resolver.close()

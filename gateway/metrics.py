@@ -7,6 +7,8 @@ import logging
 from collections import defaultdict
 from collections.abc import Callable
 
+from gateway.ratelog import RateLimitedLog
+
 log = logging.getLogger(__name__)
 
 PREFIX = "dns_gateway_"
@@ -18,6 +20,8 @@ class Metrics:
     def __init__(self) -> None:
         self.counters: defaultdict[str, int] = defaultdict(int)
         self._gauges: dict[str, Callable[[], float]] = {}
+        # Anyone who can reach the endpoint can scrape it as often as they like.
+        self._log = RateLimitedLog(log, counts=self.counters)
 
     def gauge(self, name: str, read: Callable[[], float]) -> None:
         self._gauges[name] = read
@@ -27,8 +31,8 @@ class Metrics:
         for name, read in self._gauges.items():
             try:
                 values[name] = float(read())
-            except Exception:  # a broken gauge must not break the endpoint
-                log.exception("gauge %s failed", name)
+            except Exception as exc:  # a broken gauge must not break the endpoint
+                self._log.error("gauge", "gauge %s failed", name, exc_info=exc)
         return values
 
     def render(self) -> str:

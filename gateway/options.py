@@ -31,7 +31,7 @@ import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Final, Literal
 
 from gateway.errors import StartupError
 
@@ -46,6 +46,12 @@ DAY_SECONDS = 86400.0
 MAX_TTL_SECONDS = 2**31 - 1
 # Upper bound for durations that have no natural limit; catches typos in units.
 MAX_DURATION_SECONDS = 10 * 365 * DAY_SECONDS
+
+# --allow / --allow-recursion: the keyword for "loopback and the subnets of the
+# interfaces we listen on" (dnsmasq's local-service), computed at start.
+LOCAL_NETWORKS: Final = "local"
+REFUSE_ACTIONS = ("refuse", "drop")
+ClientNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network | Literal["local"]
 
 
 class ConfigError(StartupError, ValueError):
@@ -246,6 +252,34 @@ def _log_level(value: Any) -> str:
     if level not in {"debug", "info", "warning", "error"}:
         raise ValueError(f"{value!r} is not one of debug, info, warning, error")
     return level
+
+
+def _network_list(value: Any) -> tuple[ClientNetwork, ...]:
+    """CIDRs (a bare address is a /32 or /128) or the keyword ``local``."""
+    items = value if isinstance(value, list | tuple) else [value]
+    if not items:
+        raise ValueError(f"needs at least one CIDR or {LOCAL_NETWORKS!r}")
+    networks: list[ClientNetwork] = []
+    for item in items:
+        text = _string(item).strip()
+        if text.lower() == LOCAL_NETWORKS:
+            networks.append(LOCAL_NETWORKS)
+            continue
+        try:
+            # Host bits are masked off (10.0.0.1/8 is 10.0.0.0/8), as iptables does.
+            networks.append(ipaddress.ip_network(text, strict=False))
+        except ValueError:
+            raise ValueError(
+                f"{text!r} is not a CIDR (e.g. 10.0.0.0/8) or {LOCAL_NETWORKS!r}"
+            ) from None
+    return tuple(networks)
+
+
+def _refuse_action(value: Any) -> str:
+    action = _string(value).lower()
+    if action not in REFUSE_ACTIONS:
+        raise ValueError(f"{value!r} is not one of {', '.join(REFUSE_ACTIONS)}")
+    return action
 
 
 _SECONDS = _float_range(0.0, MAX_DURATION_SECONDS)
@@ -542,13 +576,128 @@ class Config:
     tcp_max_connections: int = field(
         default=1024,
         metadata=declare(
-            _int_range(1, 1_000_000), "concurrent TCP connections per worker", metavar="N"
+            _int_range(1, 1_000_000),
+            "concurrent TCP connections per worker; at the limit the oldest idle one is closed",
+            metavar="N",
+        ),
+    )
+    tcp_max_per_client: int = field(
+        default=64,
+        metadata=declare(
+            _int_range(1, 1_000_000),
+            "concurrent TCP connections from one address: a NAT gateway fits, "
+            "one host cannot hold the server's slots",
+            metavar="N",
+        ),
+    )
+    tcp_message_timeout: float = field(
+        default=2.0,
+        metadata=declare(
+            _float_range(0.05, 3600.0),
+            "a started TCP message must be complete within this, however it trickles in: "
+            "room for one lost segment (initial RTO 1 s, RFC 6298)",
+            metavar="S",
+        ),
+    )
+    tcp_max_pipelined: int = field(
+        default=64,
+        metadata=declare(
+            _int_range(1, 65535),
+            "unanswered queries per TCP connection before it is no longer read "
+            "(more than stubs and forwarders keep in flight)",
+            metavar="N",
+        ),
+    )
+    tcp_max_queued_bytes: int = field(
+        default=16 * 1024 * 1024,
+        metadata=declare(
+            _int_range(65536, 2**40),
+            "reply bytes waiting for slow TCP readers, all connections together; above it "
+            "the connection with the most is closed (256 of the largest answers at once)",
+            metavar="BYTES",
+            default_text="16777216 (16 MiB)",
         ),
     )
     workers: int = field(
         default=1,
         metadata=declare(
             _int_range(1, 256), "processes sharing the ports with `SO_REUSEPORT`", metavar="N"
+        ),
+    )
+    # Access control and rate limiting
+    allow: tuple[ClientNetwork, ...] = field(
+        default=(LOCAL_NETWORKS,),
+        metadata=declare(
+            _network_list,
+            "clients that may query at all (CIDR, or `local`); repeatable; "
+            "loopback always may; others get `--refuse-action`",
+            metavar="CIDR",
+            repeatable=True,
+            default_text="`local`: loopback and the subnets of the interfaces we listen on",
+        ),
+    )
+    allow_recursion: tuple[ClientNetwork, ...] = field(
+        default=(LOCAL_NETWORKS,),
+        metadata=declare(
+            _network_list,
+            "clients (also in `--allow`) that get forwarded answers; others get "
+            "`--refuse-action` for names that would be forwarded; repeatable",
+            metavar="CIDR",
+            repeatable=True,
+            default_text="`local`",
+        ),
+    )
+    refuse_action: str = field(
+        default="refuse",
+        metadata=declare(
+            _refuse_action,
+            "what clients outside `--allow`/`--allow-recursion` get: `refuse` (REFUSED) or "
+            "`drop` (no reply)",
+            metavar="ACTION",
+        ),
+    )
+    rate_limit: int = field(
+        default=0,
+        metadata=declare(
+            _int_range(0, 1_000_000),
+            "UDP responses per second per client block (/24, /56) and answer (BIND's RRL); "
+            "0 disables",
+            metavar="N",
+            default_text="0 (off)",
+        ),
+    )
+    rate_limit_window: float = field(
+        default=15.0,
+        metadata=declare(
+            _float_range(1.0, 3600.0),
+            "RRL window: after a flood, a limited block waits up to this long before it "
+            "is answered again",
+            metavar="S",
+        ),
+    )
+    rate_limit_slip: int = field(
+        default=2,
+        metadata=declare(
+            _int_range(0, 10),
+            "every Nth rate-limited response goes out as an empty TC=1 reply (the client "
+            "retries over TCP), the others are dropped; 0 drops all",
+            metavar="N",
+        ),
+    )
+    max_amplification: int = field(
+        default=10,
+        metadata=declare(
+            _int_range(0, 1000),
+            "UDP answers to non-loopback clients are at most N times the query's size, "
+            "else cut with TC=1; 0 disables",
+            metavar="N",
+        ),
+    )
+    limit_loopback: bool = field(
+        default=False,
+        metadata=declare(
+            _as_bool,
+            "apply `--rate-limit` and `--max-amplification` to loopback clients too (tests)",
         ),
     )
     # Forwarder and cache
@@ -599,6 +748,15 @@ class Config:
     )
     stale_answer_ttl: int = field(
         default=30, metadata=declare(_TTL, "TTL of stale answers (RFC 8767 §4)", metavar="S")
+    )
+    stale_answer_client_timeout: float = field(
+        default=1.8,
+        metadata=declare(
+            _float_range(0.0, 120.0),
+            "a client waiting this long for an upstream gets the stale answer, if one is kept, "
+            "while the refresh goes on (RFC 8767 §5); 0 disables",
+            metavar="S",
+        ),
     )
     cache_max_bytes: int = field(
         default=32 << 20,

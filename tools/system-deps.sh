@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the tests and the benchmark drive as real peers:
 # dig (bind9-dnsutils), Knot (the upstream authoritative server), dnsmasq
-# (a peer in the benchmark), dnsperf. Only what is missing, only with apt-get.
+# (a peer in the benchmark), dnsperf, prlimit (util-linux: a gateway under a low
+# descriptor limit) and ip (iproute2: the network namespaces of the
+# access-control tests). Only what is missing, only with apt-get.
 set -euo pipefail
 need=()
 command -v dig     >/dev/null 2>&1 || need+=(bind9-dnsutils)
@@ -9,6 +11,8 @@ command -v knotd   >/dev/null 2>&1 || need+=(knot)
 command -v dnsmasq >/dev/null 2>&1 || need+=(dnsmasq-base)
 command -v dnsperf >/dev/null 2>&1 || need+=(dnsperf)
 command -v getent  >/dev/null 2>&1 || need+=(libc-bin)
+command -v prlimit >/dev/null 2>&1 || need+=(util-linux)
+PATH="$PATH:/usr/sbin:/sbin" command -v ip >/dev/null 2>&1 || need+=(iproute2)
 [ ${#need[@]} -eq 0 ] && exit 0
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"

@@ -4,21 +4,30 @@ One question goes: fresh cached answer -> else upstream (the forwarder
 coalesces identical questions) -> store the reply as a template -> answer.
 When the upstreams fail (no reply, or every one answered SERVFAIL/REFUSED)
 an expired answer still inside the serve-stale window answers instead
-(RFC 8767); only when there is none does the query fail.
+(RFC 8767); only when there is none does the query fail. An upstream reply
+that cannot be made into a template (it does not parse) is a failure too:
+it is never relayed.
+
+The client-response timer (RFC 8767 5, "stale-answer-client-timeout"): when
+an expired answer is kept and the upstreams have not answered within
+``stale_timeout``, the waiting client gets the stale answer then; the
+upstream query goes on, and its answer, when it comes, refreshes the cache.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, MutableMapping
 from typing import Protocol
 
 from gateway.cache.store import ForwardCache, make_template
 from gateway.dns import wire
 
+log = logging.getLogger(__name__)
+
 # What the cached forwarder hands back: a template to patch and size for the
-# client; ``raw`` is True for an upstream message too odd to template,
-# relayed once as it came (with the client's ID), uncached. None: failed.
-Done = Callable[[bytes | None, bool], None]
+# client (a whole message, one question); None: the question failed.
+Done = Callable[[bytes | None], None]
 
 
 class Upstreams(Protocol):
@@ -26,6 +35,16 @@ class Upstreams(Protocol):
 
     def resolve(self, question: bytes, do: bool, done: Callable[[bytes | None], None]) -> None:
         """Sends ``question`` upstream; ``done`` gets the response or None."""
+
+
+class Timer(Protocol):
+    """A scheduled call that can be called off (``asyncio.TimerHandle``)."""
+
+    def cancel(self) -> None: ...
+
+
+# Schedules a call after a delay in seconds (``loop.call_later``).
+CallLater = Callable[[float, Callable[[], None]], Timer]
 
 
 class CachedForwarder:
@@ -38,11 +57,16 @@ class CachedForwarder:
         *,
         payload: int,
         counts: MutableMapping[str, int],
+        stale_timeout: float = 0.0,
+        call_later: CallLater | None = None,
     ) -> None:
+        """``stale_timeout`` > 0 with ``call_later`` turns the client-response timer on."""
         self.cache = cache
         self.upstreams = upstreams
         self._payload = payload
         self._counts = counts
+        self._stale_timeout = stale_timeout if call_later is not None else 0.0
+        self._call_later = call_later
 
     def answer(
         self, key: bytes | None, question: bytes, edns: wire.Edns | None, done: Done
@@ -51,45 +75,79 @@ class CachedForwarder:
 
         ``key`` is the fast-path key (None: not cacheable under any key);
         ``question`` the lower-case question (qname wire + qtype + qclass).
+        ``done`` is called exactly once.
         """
         if key is not None:
             cached = self.cache.fresh(key)
             if cached is not None:
                 self._counts["cache_hits"] += 1
-                done(cached, False)
+                done(cached)
                 return
         upstreams = self.upstreams
         if upstreams is None:
             self._stale_or_fail(key, done)
             return
         self._counts["forwarded"] += 1
+        answered = False
+        timer: Timer | None = None
+
+        def stale_now() -> None:
+            # The client has waited long enough: stale if there is any; the
+            # upstream query goes on and refreshes the cache.
+            nonlocal answered
+            if not answered and self._stale(key, done):
+                answered = True
+                self._counts["stale_on_timer"] += 1
 
         def replied(response: bytes | None) -> None:
-            if response is None:
+            nonlocal answered
+            if timer is not None:
+                timer.cancel()
+            template = self._take(key, response, edns)
+            if answered:
+                return
+            answered = True
+            if template is None:
                 self._stale_or_fail(key, done)
-                return
-            if response[3] & 0x0F in (wire.SERVFAIL, wire.REFUSED) and self._stale(key, done):
-                # Every upstream refused or failed: RFC 8767 prefers a stale answer.
-                return
+            elif template[3] & 0x0F in (wire.SERVFAIL, wire.REFUSED) and self._stale(key, done):
+                pass  # every upstream refused or failed: RFC 8767 prefers a stale answer
+            else:
+                done(template)
+
+        # The fresh lookup above failed, so a kept entry is an expired one.
+        if self._stale_timeout > 0 and key is not None and key in self.cache.entries:
+            assert self._call_later is not None
+            timer = self._call_later(self._stale_timeout, stale_now)
+        upstreams.resolve(question, edns.do if edns is not None else False, replied)
+
+    def _take(
+        self, key: bytes | None, response: bytes | None, edns: wire.Edns | None
+    ) -> bytes | None:
+        """The response as a template, stored when cacheable; None when there is none to use."""
+        if response is None:
+            return None
+        try:
             made = make_template(response, client_edns=edns, payload=self._payload)
             if made is None:
-                done(response, True)
-                return
+                self._counts["upstream_unusable"] += 1
+                return None
             template, layout = made
             if key is not None:
                 self.cache.put(key, template, layout)
-            done(template, False)
-
-        upstreams.resolve(question, edns.do if edns is not None else False, replied)
+            return template
+        except Exception:  # a bug must not leave the client without any reply
+            self._counts["internal_errors"] += 1
+            log.exception("storing an upstream reply failed")
+            return None
 
     def _stale(self, key: bytes | None, done: Done) -> bool:
         stale = self.cache.stale(key) if key is not None else None
         if stale is None:
             return False
         self._counts["stale_served"] += 1
-        done(stale, False)
+        done(stale)
         return True
 
     def _stale_or_fail(self, key: bytes | None, done: Done) -> None:
         if not self._stale(key, done):
-            done(None, False)
+            done(None)

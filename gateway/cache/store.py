@@ -26,12 +26,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
-from gateway.dns import wire
+from gateway.dns import verify, wire
 
 _TTL = struct.Struct("!I")
 # Flag bits cleared in a template's first flag byte: AA (we did not author
 # it) and RD (copied from each query).
 _AA_AND_RD = (wire.FLAG_AA | wire.FLAG_RD) >> 8
+# A template is a response to a standard query: QR set, opcode QUERY (first flag byte).
+_QR_AND_OPCODE = (wire.FLAG_QR | wire.OPCODE_MASK) >> 8
+_QR_ONLY = wire.FLAG_QR >> 8
 
 
 # No byte bound (tests that only care about other rules).
@@ -202,7 +205,7 @@ def cacheable(
     """(lifetime, TTL places) for a response, or None when it must not be cached."""
     if layout is None:
         try:
-            layout = wire.walk_response(template)
+            layout = verify.walk_strict(template)
         except wire.FormatError:
             return None
     flags = struct.unpack_from("!H", template, 2)[0]
@@ -237,16 +240,23 @@ def make_template(
     Clears ID, AA, RD and CD (the fast path copies RD/CD from each query;
     a forwarded answer is not authoritative from us), lower-cases the
     question, drops the upstream's OPT record and appends ours when the
-    client sent EDNS. Returns None when the message cannot be handled
-    (then it is relayed once, uncached). The layout returned with it is the
-    response's: every record sits at the same offset in the template (the
-    edits keep lengths; OPT records are not cached).
+    client sent EDNS. Returns None unless the response is a whole message
+    (``verify.walk_strict``: every record walked, no trailing bytes) with
+    one question and its OPT, if any, last: nothing enters the cache or
+    reaches a client that does not parse. (RFC 6891 allows OPT anywhere in
+    the additional section; every common server writes it last, and cutting
+    it out of the middle would move records that later names may point at.)
+    The layout returned with it is the response's: every record sits at the
+    same offset in the template (the edits keep lengths; OPT records are
+    not cached).
     """
     try:
-        layout = wire.walk_response(response)
+        layout = verify.walk_strict(response)
     except wire.FormatError:
         return None
-    additional = list(layout.additional)
+    if response[4:6] != b"\x00\x01" or response[2] & _QR_AND_OPCODE != _QR_ONLY:
+        return None
+    additional = layout.additional
     body_end = len(response)
     arcount = len(additional)
     if additional and additional[-1].rtype == wire.OPT:
@@ -254,7 +264,7 @@ def make_template(
         arcount -= 1
     elif any(r.rtype == wire.OPT for r in additional):
         return None
-    qname_end = wire.skip_name(response, wire.HEADER_LEN)
+    qname_end = layout.question_end - 4
     flags_hi = response[2] & ~_AA_AND_RD & 0xFF
     flags_lo = (response[3] & ~(wire.FLAG_CD & 0xFF)) | (wire.FLAG_RA & 0xFF)
     head = b"\x00\x00" + bytes((flags_hi, flags_lo)) + response[4:10]

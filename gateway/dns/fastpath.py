@@ -269,7 +269,7 @@ FastAnswer = Callable[[bytes, bool], "bytes | None"]
 def make_fast_answer(
     local: AnswerTable, cache: ForwardCache, max_udp: int, *, key_only: bool = False
 ) -> FastAnswer:
-    """The hot path as one closure: key, lookup, size, patch.
+    """The hot path as one closure: key, lookup, size, patch; no other calls.
 
     The key is the case-folded qname + qtype + qclass + one byte of EDNS
     state (none, present, present with DO), because those change the
@@ -290,7 +290,6 @@ def make_fast_answer(
     cache_current = cache.current
     clock = cache.clock
     truncate = codec.truncate
-    patch_in = patch
     no_answer_counts = b"\x00\x01\x00\x00\x00\x00"
 
     def answer(data: bytes, tcp: bool) -> bytes | None:
@@ -341,11 +340,24 @@ def make_fast_answer(
                 template = cache_current(key, cached, now)
             if len(template) > limit:
                 template = truncate(template, limit)
-        # One call for the patch, not the five slices inlined: it costs ~30 ns
-        # of a ~1.9 us hit (timeit, same run) and keeps one implementation.
-        return patch_in(template, data, qend)
+        # patch(), written out: the call alone was +1,000 instructions (+5.7%)
+        # per catalog answer (callgrind, 2,000 answers); a unit test holds
+        # this equal to patch() on 20,000 mutated packets.
+        return b"".join(
+            (
+                data[:2],
+                bytes((template[2] | (data[2] & 0x01), template[3] | (data[3] & 0x10))),
+                template[4:12],
+                data[12:qend],
+                template[qend:],
+            )
+        )
 
     return answer
+
+
+def _no_cache() -> ForwardCache:
+    return ForwardCache(CachePolicy(0, 0, 0, 0, 0.0, 0), clock=lambda: 0.0)
 
 
 def make_key_function() -> FastAnswer:
@@ -353,5 +365,14 @@ def make_key_function() -> FastAnswer:
 
     ``len(key) + 11`` is where the question ends in the packet.
     """
-    nothing = ForwardCache(CachePolicy(0, 0, 0, 0, 0.0, 0), clock=lambda: 0.0)
-    return make_fast_answer(AnswerTable(0), nothing, 512, key_only=True)
+    return make_fast_answer(AnswerTable(0), _no_cache(), 512, key_only=True)
+
+
+def make_local_answer(local: AnswerTable, max_udp: int) -> FastAnswer:
+    """The fast path without forwarded answers: catalog and zone entries only.
+
+    For clients that may not have forwarded answers (``--allow-recursion``):
+    the same closure over an empty cache, so a cached forwarded answer goes
+    to the slow path, which refuses it. Nothing is added per query.
+    """
+    return make_fast_answer(local, _no_cache(), max_udp)

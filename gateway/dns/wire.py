@@ -88,17 +88,22 @@ class Query:
     """A parsed query: what the slow path needs to route and answer it.
 
     ``qname_wire`` keeps the client's letter case (echoed back, RFC 5452
-    0x20); ``qname`` is the same name lower-cased, as a dnspython name.
+    0x20); ``qname`` is the same name lower-cased, as a dnspython name,
+    made on demand: routing works on the wire bytes, and a forwarded query
+    never needs the dnspython name.
     """
 
     msg_id: int
     flags: int
     qname_wire: bytes
-    qname: dns.name.Name
     qtype: int
     qclass: int
     edns: Edns | None
     question_end: int
+
+    @property
+    def qname(self) -> dns.name.Name:
+        return name_of(self.qname_wire)
 
     @property
     def opcode(self) -> int:
@@ -236,7 +241,6 @@ def parse_query(data: bytes) -> Query:
         msg_id=msg_id,
         flags=flags,
         qname_wire=qname_wire,
-        qname=name_of(qname_wire),
         qtype=qtype,
         qclass=qclass,
         edns=edns,

@@ -4,14 +4,25 @@ Callback-driven rather than a task per query: a miss costs one sendto, a
 dict entry and a timer. Identical questions in flight share one upstream
 query. Anti-spoofing (RFC 5452): random 16-bit IDs, a pool of sockets on
 kernel-chosen random ports that is renewed as it is used, and a reply
-counts only if it comes from the upstream's address and port, has our ID,
-QR set and our question; anything else is ignored and the query keeps
-waiting.
+counts only if it comes from the upstream's address and port to a query
+still outstanding (socket and ID); a response to another question is
+ignored and the query keeps waiting. Everything else about a reply is
+judged by ``replies.classify``: only a whole message (every record walked,
+no trailing bytes) with our question is ever handed on.
 
-Failover: each attempt waits ``timeout``; a timeout, SERVFAIL, REFUSED,
-NOTIMP or FORMERR moves on to the next upstream, round the list, until
-``deadline`` is spent; then the waiters get None (the resolver answers
-stale or SERVFAIL). Upstreams that fail move to the back of the order.
+Failover, and why it is bounded: each UDP attempt waits ``timeout``, then
+the next upstream is asked (round the list) and the earlier attempts stay
+registered, so a late reply to any attempt still outstanding answers the
+question (an upstream that always takes longer than ``timeout`` is still
+heard). An upstream that *answered* unusably -- SERVFAIL, REFUSED, NOTIMP,
+FORMERR, a malformed reply, or TC followed by a TCP query that failed -- is
+not asked again for this question, and TCP is tried once per upstream. So
+a question costs at most one TCP query per upstream and one UDP query per
+upstream plus one per timeout, whatever the upstreams send. When every
+upstream has answered unusably, the waiters get the last error reply that
+parsed (else None); at ``deadline`` they get None (the cached forwarder
+answers stale or SERVFAIL). Upstreams that fail move to the back of the
+order.
 """
 
 from __future__ import annotations
@@ -26,6 +37,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from gateway.dns import wire
+from gateway.forward.replies import Verdict, classify
 from gateway.options import Endpoint
 
 log = logging.getLogger(__name__)
@@ -35,25 +47,42 @@ SOCKET_POOL_SIZE = 8
 QUERIES_PER_SOCKET = 2000
 UPSTREAM_PAYLOAD = 1232
 SEND_ERROR_PAUSE_S = 0.05
+# No attempt is started with less than this left before the deadline (timers
+# may fire a little early; a query with no time to be answered is noise).
+MIN_WAIT_S = 0.005
 # Random bytes fetched from the OS at a time (two per query ID).
 ENTROPY_BLOCK = 4096
-_RETRY_RCODES = frozenset({wire.SERVFAIL, wire.REFUSED, wire.NOTIMP, wire.FORMERR})
+# Largest datagram read from an upstream (a UDP payload's maximum).
+MAX_DATAGRAM = 65535
 
 Done = Callable[[bytes | None], None]
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)
+class _Attempt:
+    """One UDP query sent for a question; registered by (socket, ID) until the question ends."""
+
+    pending: _Pending
+    upstream: int
+    slot: int
+    msg_id: int
+
+
+@dataclass(slots=True, eq=False)
 class _Pending:
     question: bytes  # lower-case qname wire + qtype + qclass
     do: bool
     waiters: list[Done]
     started: float
-    upstream: int = 0
-    msg_id: int = 0
-    slot: int = -1
+    attempts: list[_Attempt] = field(default_factory=list)  # UDP queries still outstanding
+    current: _Attempt | None = None  # the latest UDP query: its timer moves the question on
     timer: asyncio.TimerHandle | None = None
     tcp: asyncio.Task[None] | None = None
-    tried: list[int] = field(default_factory=list)
+    tcp_upstream: int = -1
+    tried: list[int] = field(default_factory=list)  # upstreams asked in this round
+    failed: set[int] = field(default_factory=set)  # answered unusably: not asked again
+    last_error: bytes | None = None  # the last SERVFAIL/REFUSED/... that parsed
+    finished: bool = False
 
 
 class _PoolSocket:
@@ -68,7 +97,7 @@ class _PoolSocket:
 
 
 class Forwarder:
-    """Sends questions upstream; calls back with the raw response or None."""
+    """Sends questions upstream; calls back with a checked response or None."""
 
     def __init__(
         self,
@@ -94,9 +123,23 @@ class Forwarder:
         self._entropy = b""
         self._entropy_at = 0
         self._by_question: dict[tuple[bytes, bool], _Pending] = {}
-        self._by_id: dict[tuple[int, int], _Pending] = {}
+        self._by_id: dict[tuple[int, int], _Attempt] = {}
         self._pools: dict[int, list[_PoolSocket | None]] = {}
-        self.stats = {"sent": 0, "timeouts": 0, "spoofed": 0, "tcp": 0, "failed": 0, "overload": 0}
+        self.stats = {
+            "sent": 0,
+            "timeouts": 0,
+            "spoofed": 0,
+            "tcp": 0,
+            "failed": 0,
+            "overload": 0,
+            # Replies that ended an attempt without an answer (RETRY_RCODES),
+            # replies that failed the checks, TCP queries that gave nothing,
+            # and answers to an attempt other than the latest one.
+            "error_replies": 0,
+            "malformed": 0,
+            "tcp_failed": 0,
+            "late_answers": 0,
+        }
 
     @property
     def inflight(self) -> int:
@@ -113,7 +156,12 @@ class Forwarder:
         self._pools.clear()
 
     def resolve(self, question: bytes, do: bool, done: Done) -> None:
-        """Forwards ``question``; ``done`` gets the upstream response or None."""
+        """Forwards ``question``; ``done`` gets the upstream response or None.
+
+        A response handed to ``done`` has passed ``replies.classify``: a
+        whole message with our question, an answer or (when every upstream
+        failed) the last error reply.
+        """
         key = (question, do)
         pending = self._by_question.get(key)
         if pending is not None:
@@ -128,30 +176,44 @@ class Forwarder:
         self._attempt(pending)
 
     def _attempt(self, pending: _Pending) -> None:
+        """Asks the next upstream over UDP, or ends the question when none is left."""
+        if pending.finished:
+            return
         elapsed = self._loop.time() - pending.started
-        if elapsed >= self._deadline:
+        if elapsed >= self._deadline - MIN_WAIT_S:
             self._finish(pending, None)
             return
+        candidates = [
+            i for i in self._order if i not in pending.failed and i != pending.tcp_upstream
+        ]
+        if not candidates:
+            if pending.tcp is None:  # every upstream answered, none usably
+                self._finish(pending, pending.last_error)
+            return  # else the TCP query decides
         # The best-ranked upstream not yet tried in this round; then round again.
-        untried = [i for i in self._order if i not in pending.tried]
+        untried = [i for i in candidates if i not in pending.tried]
         if not untried:
             pending.tried.clear()
-            untried = self._order
-        pending.upstream = untried[0]
-        pending.tried.append(pending.upstream)
+            untried = candidates
+        upstream = untried[0]
+        pending.tried.append(upstream)
         try:
-            self._send_udp(pending)
+            pending.current = self._send_udp(pending, upstream)
         except OSError as exc:
-            log.debug("upstream %s: send failed: %s", self._upstreams[pending.upstream], exc)
-            self._demote(pending.upstream)
+            log.debug("upstream %s: send failed: %s", self._upstreams[upstream], exc)
+            self._demote(upstream)
             # A short pause, so an unreachable network cannot spin the loop.
-            pending.timer = self._loop.call_later(SEND_ERROR_PAUSE_S, self._attempt, pending)
+            pending.timer = self._loop.call_later(SEND_ERROR_PAUSE_S, self._retry, pending)
             return
         wait = min(self._timeout, self._deadline - elapsed)
         pending.timer = self._loop.call_later(wait, self._on_timeout, pending)
 
-    def _send_udp(self, pending: _Pending) -> None:
-        family = self._families[pending.upstream]
+    def _retry(self, pending: _Pending) -> None:
+        pending.timer = None
+        self._attempt(pending)
+
+    def _send_udp(self, pending: _Pending, upstream: int) -> _Attempt:
+        family = self._families[upstream]
         pool = self._pools.get(family)
         if pool is None:
             pool = self._pools[family] = [None] * SOCKET_POOL_SIZE
@@ -164,16 +226,18 @@ class Forwarder:
             pool[slot] = ps
             self._loop.add_reader(ps.sock.fileno(), self._on_readable, ps)
         ps.uses += 1
+        fileno = ps.sock.fileno()
         while True:
             msg_id = self._random16()
-            if (ps.sock.fileno(), msg_id) not in self._by_id:
+            if (fileno, msg_id) not in self._by_id:
                 break
-        self._unlink(pending)
-        pending.msg_id = msg_id
-        pending.slot = ps.sock.fileno()
-        self._by_id[(pending.slot, msg_id)] = pending
-        ps.sock.sendto(self._packet(pending), self._upstreams[pending.upstream])
+        packet = self._packet(msg_id, pending)
+        ps.sock.sendto(packet, self._upstreams[upstream])
+        attempt = _Attempt(pending, upstream, fileno, msg_id)
+        self._by_id[(fileno, msg_id)] = attempt
+        pending.attempts.append(attempt)
         self.stats["sent"] += 1
+        return attempt
 
     def _random16(self) -> int:
         at = self._entropy_at
@@ -183,12 +247,12 @@ class Forwarder:
         self._entropy_at = at + 2
         return (self._entropy[at] << 8) | self._entropy[at + 1]
 
-    def _packet(self, pending: _Pending) -> bytes:
+    def _packet(self, msg_id: int, pending: _Pending) -> bytes:
         # RD set: upstreams are recursive resolvers or authoritative servers
         # (which ignore it). EDNS always, so answers up to 1232 bytes come
         # over UDP; DO as the client asked.
         opt = wire.opt_record(UPSTREAM_PAYLOAD, pending.do)
-        return wire.header(pending.msg_id, wire.FLAG_RD, 1, 0, 0, 1) + pending.question + opt
+        return wire.header(msg_id, wire.FLAG_RD, 1, 0, 0, 1) + pending.question + opt
 
     def _retire(self, ps: _PoolSocket) -> None:
         # Replies to queries still in flight on it may arrive until the deadline.
@@ -198,15 +262,10 @@ class Forwarder:
 
         self._loop.call_later(self._deadline + 0.5, close)
 
-    def _unlink(self, pending: _Pending) -> None:
-        if pending.slot >= 0:
-            self._by_id.pop((pending.slot, pending.msg_id), None)
-            pending.slot = -1
-
     def _on_readable(self, ps: _PoolSocket) -> None:
         while True:
             try:
-                data, addr = ps.sock.recvfrom(65535)
+                data, addr = ps.sock.recvfrom(MAX_DATAGRAM)
             except (BlockingIOError, InterruptedError):
                 return
             except OSError:
@@ -217,51 +276,52 @@ class Forwarder:
 
     def _on_datagram(self, slot: int, data: bytes, addr: tuple[str, int]) -> None:
         if len(data) < wire.HEADER_LEN:
-            return
-        msg_id = (data[0] << 8) | data[1]
-        pending = self._by_id.get((slot, msg_id))
-        if pending is None:
             self.stats["spoofed"] += 1
             return
-        upstream = self._upstreams[pending.upstream]
+        attempt = self._by_id.get((slot, (data[0] << 8) | data[1]))
+        if attempt is None:
+            self.stats["spoofed"] += 1
+            return
+        upstream = self._upstreams[attempt.upstream]
         if (addr[0], addr[1]) != upstream and not _same_host(addr, upstream):
             self.stats["spoofed"] += 1
             return
-        qlen = len(pending.question)
-        if (
-            not data[2] & 0x80
-            or data[4:6] != b"\x00\x01"
-            or data[wire.HEADER_LEN : wire.HEADER_LEN + qlen].lower() != pending.question
-        ):
+        pending = attempt.pending
+        verdict = classify(data, pending.question)
+        if verdict is Verdict.NOT_OURS:
             self.stats["spoofed"] += 1
             return
-        self._unlink(pending)
-        if pending.timer is not None:
-            pending.timer.cancel()
-            pending.timer = None
-        rcode = data[3] & 0xF
-        if rcode in _RETRY_RCODES:
-            self._demote(pending.upstream)
-            if len(pending.tried) >= len(self._upstreams):
-                # Every upstream has answered this round with an error: relay
-                # the last one rather than asking again in a tight loop.
-                self._finish(pending, data)
-                return
-            self._attempt(pending)
-            return
-        if data[2] & 0x02:  # TC: the whole answer over TCP, same upstream.
+        # The upstream has answered this attempt, one way or another.
+        self._by_id.pop((attempt.slot, attempt.msg_id), None)
+        pending.attempts.remove(attempt)
+        if attempt is pending.current:
+            pending.current = None
+            if pending.timer is not None:
+                pending.timer.cancel()
+                pending.timer = None
+        elif verdict is Verdict.ANSWER:
+            self.stats["late_answers"] += 1
+        if verdict is Verdict.ANSWER:
+            self._finish(pending, data)
+        elif (
+            verdict is Verdict.TRUNCATED
+            and pending.tcp is None
+            and attempt.upstream not in pending.failed  # its TCP was tried already
+        ):
+            # The whole answer over TCP, same upstream, once.
             self.stats["tcp"] += 1
-            pending.tcp = self._loop.create_task(self._over_tcp(pending))
-            return
-        self._finish(pending, data)
+            pending.tcp_upstream = attempt.upstream
+            pending.tcp = self._loop.create_task(self._over_tcp(pending, attempt.upstream))
+        else:  # an error reply, a malformed one, or TC while TCP is already being tried
+            self._unusable(pending, attempt.upstream, verdict, data)
 
-    async def _over_tcp(self, pending: _Pending) -> None:
-        host, port = self._upstreams[pending.upstream]
+    async def _over_tcp(self, pending: _Pending, upstream: int) -> None:
+        host, port = self._upstreams[upstream]
         remaining = self._deadline - (self._loop.time() - pending.started)
         msg_id = self._random16()
-        query = wire.header(msg_id, wire.FLAG_RD, 1, 0, 0, 1) + pending.question
-        query += wire.opt_record(UPSTREAM_PAYLOAD, pending.do)
+        query = self._packet(msg_id, pending)
         writer = None
+        data = None
         try:
             async with asyncio.timeout(max(0.01, min(self._timeout, remaining))):
                 reader, writer = await asyncio.open_connection(host, port)
@@ -271,29 +331,47 @@ class Forwarder:
                 data = await reader.readexactly(size)
         except (OSError, TimeoutError, asyncio.IncompleteReadError) as exc:
             log.debug("upstream %s:%d over TCP failed: %r", host, port, exc)
-            self._demote(pending.upstream)
-            pending.tcp = None
-            self._attempt(pending)
-            return
         finally:
             if writer is not None:
                 writer.close()
         pending.tcp = None
-        qlen = len(pending.question)
-        if (
-            len(data) < wire.HEADER_LEN
-            or (data[0] << 8) | data[1] != msg_id
-            or data[wire.HEADER_LEN : wire.HEADER_LEN + qlen].lower() != pending.question
-        ):
-            self.stats["spoofed"] += 1
+        pending.tcp_upstream = -1
+        if data is None:
+            verdict = Verdict.MALFORMED
+            self.stats["tcp_failed"] += 1
+        elif len(data) < 2 or ((data[0] << 8) | data[1]) != msg_id:
+            verdict = Verdict.MALFORMED  # one connection, one query: not spoofing, just wrong
+        else:
+            verdict = classify(data, pending.question, tcp=True)
+            if verdict is Verdict.NOT_OURS:
+                verdict = Verdict.MALFORMED
+        if verdict is Verdict.ANSWER:
+            self._finish(pending, data)
+        else:
+            self._unusable(pending, upstream, verdict, data)
+
+    def _unusable(
+        self, pending: _Pending, upstream: int, verdict: Verdict, data: bytes | None
+    ) -> None:
+        """``upstream`` answered without an answer: never ask it again for this question."""
+        if verdict is Verdict.ERROR:
+            self.stats["error_replies"] += 1
+            pending.last_error = data
+        else:
+            self.stats["malformed"] += 1
+        pending.failed.add(upstream)
+        self._demote(upstream)
+        # Move on now unless a newer attempt (UDP with its timer, or TCP) is
+        # still running: that one moves the question on when it ends.
+        if pending.timer is None and pending.tcp is None:
             self._attempt(pending)
-            return
-        self._finish(pending, data)
 
     def _on_timeout(self, pending: _Pending) -> None:
         pending.timer = None
         self.stats["timeouts"] += 1
-        self._demote(pending.upstream)
+        if pending.current is not None:
+            self._demote(pending.current.upstream)
+            pending.current = None  # still registered: a late reply is welcome
         self._attempt(pending)
 
     def _demote(self, index: int) -> None:
@@ -304,10 +382,19 @@ class Forwarder:
             self._order.append(index)
 
     def _finish(self, pending: _Pending, data: bytes | None) -> None:
-        self._unlink(pending)
+        if pending.finished:
+            return
+        pending.finished = True
+        for attempt in pending.attempts:
+            self._by_id.pop((attempt.slot, attempt.msg_id), None)
+        pending.attempts.clear()
+        pending.current = None
         if pending.timer is not None:
             pending.timer.cancel()
             pending.timer = None
+        if pending.tcp is not None:
+            pending.tcp.cancel()
+            pending.tcp = None
         self._by_question.pop((pending.question, pending.do), None)
         if data is None:
             self.stats["failed"] += 1

@@ -24,6 +24,10 @@ class Refused(Exception):
     """A question we will not answer (zone transfers, odd classes)."""
 
 
+class NotAllowed(Exception):
+    """A client outside --allow, or outside --allow-recursion for a forwarded name."""
+
+
 class UpstreamFailure(Exception):
     """Every upstream failed and nothing stale was left."""
 
@@ -34,6 +38,7 @@ _EXPECTED: dict[type[BaseException], int] = {
     NotImplementedOpcode: wire.NOTIMP,
     BadVersion: wire.BADVERS,
     Refused: wire.REFUSED,
+    NotAllowed: wire.REFUSED,
     CatalogUnavailable: wire.SERVFAIL,
     UpstreamFailure: wire.SERVFAIL,
     TimeoutError: wire.SERVFAIL,  # a catalog fetch that took too long
@@ -51,6 +56,27 @@ def rcode_for(exc: BaseException) -> int:
 def is_expected(exc: BaseException) -> bool:
     """True for failures that are ordinary answers; False for bugs worth a traceback."""
     return isinstance(exc, tuple(_EXPECTED))
+
+
+# The counters (``gateway.metrics``) of packets that get no reply at all.
+DROPPED_SHORT = "dropped_short"
+DROPPED_RESPONSE = "dropped_responses"
+
+
+def drop_reason(packet: bytes) -> str | None:
+    """The counter to count ``packet`` in when it gets no reply at all, else None.
+
+    A response (QR=1) is never answered (RFC 1035 4.1.1 defines QR=1 as a
+    response; BIND, Unbound, Knot and dnsmasq all drop them): an error reply
+    is itself a response, so two servers -- or one server and its own
+    address -- would bounce one forged packet between them forever. A packet
+    shorter than the 12-byte header has no header to answer with.
+    """
+    if len(packet) < wire.HEADER_LEN:
+        return DROPPED_SHORT
+    if packet[2] & (wire.FLAG_QR >> 8):
+        return DROPPED_RESPONSE
+    return None
 
 
 def error_reply(query: bytes, rcode: int, *, client_edns: bool, payload: int) -> bytes:

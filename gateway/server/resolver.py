@@ -20,7 +20,7 @@ from collections.abc import Callable
 
 import dns.name
 
-from gateway.cache.cached_forwarder import CachedForwarder, Upstreams
+from gateway.cache.cached_forwarder import CachedForwarder, CallLater, Upstreams
 from gateway.cache.store import ForwardCache
 from gateway.catalog.answers import CatalogAnswerer, NeedQuery, NeedService
 from gateway.catalog.source import CatalogSource, CatalogUnavailable
@@ -28,7 +28,9 @@ from gateway.dns import codec, fastpath, wire
 from gateway.dns.codec import Answer
 from gateway.metrics import Metrics
 from gateway.options import Config
+from gateway.ratelog import RateLimitedLog
 from gateway.server import rcodes
+from gateway.server.access import Access
 from gateway.server.router import Kind, Route, Router
 from gateway.zones import zone as zones
 
@@ -54,7 +56,10 @@ class Resolver:
         cache: ForwardCache,
         metrics: Metrics,
         rng: random.Random | None = None,
+        call_later: CallLater | None = None,
     ) -> None:
+        """``call_later`` (``loop.call_later``) runs the client-response timer
+        of serve-stale (``--stale-answer-client-timeout``); None: no timer."""
         self._config = config
         self._source = source
         self._zones = zone_set
@@ -73,13 +78,22 @@ class Resolver:
         self._tasks: set[asyncio.Task[None]] = set()
         source.on_change(self._local.clear)
         self._counts = metrics.counters
+        self._log = RateLimitedLog(log, counts=self._counts)
         self._forward = CachedForwarder(
-            cache, forwarder, payload=self._max_udp, counts=self._counts
+            cache,
+            forwarder,
+            payload=self._max_udp,
+            counts=self._counts,
+            stale_timeout=config.stale_answer_client_timeout,
+            call_later=call_later,
         )
         self._key_of = fastpath.make_key_function()
         self._fast = fastpath.make_fast_answer(self._local, cache, self._max_udp)
         # The instance attribute shadows the method: one call less per query.
         self.answer_fast = self._fast  # type: ignore[method-assign,assignment]
+        # For clients without --allow-recursion: catalog and zone entries only.
+        self.answer_fast_local = fastpath.make_local_answer(self._local, self._max_udp)
+        self._drop_denied = config.refuse_action == "drop"
 
     def _make_router(self, zone_set: dict[dns.name.Name, zones.Zone]) -> Router:
         def knows_address(address: str) -> bool:
@@ -99,19 +113,52 @@ class Resolver:
 
     # -- the slow path -----------------------------------------------------
 
-    def answer_slow(self, data: bytes, tcp: bool, reply: Reply) -> None:
-        """Parses, routes and answers; ``reply`` may be called later (forwarding)."""
+    def answer_slow(
+        self, data: bytes, tcp: bool, reply: Reply, access: Access = Access.FULL
+    ) -> bool:
+        """Parses, routes and answers; ``reply`` may be called later (forwarding).
+
+        ``access`` is what the client may be answered (``gateway.server.access``):
+        the transport decides it from the client's address.
+
+        Returns False for a packet that gets no reply at all: responses and
+        packets without a full header are counted and dropped
+        (``rcodes.drop_reason``; the fast path never takes them either), and
+        so are denied queries under ``--refuse-action drop``. Otherwise
+        ``reply`` is called once, now or later (TCP counts on it).
+        """
         self._counts["slow"] += 1
+        dropped = rcodes.drop_reason(data)
+        if dropped is not None:
+            self._counts[dropped] += 1
+            return False
         try:
             query = wire.parse_query(data)
         except wire.FormatError as exc:
+            if access is Access.NONE:
+                return self._deny(data, None, reply, "access")
             self._counts["formerr"] += 1
             self._fail(data, exc, reply, None)
-            return
+            return True
         try:
-            self._dispatch(data, query, tcp, reply)
+            if access is Access.NONE:
+                return self._deny(data, query, reply, "access")
+            return self._dispatch(data, query, tcp, reply, access)
         except Exception as exc:  # bugs answer SERVFAIL, never kill the server
             self._fail(data, exc, reply, query)
+        return True
+
+    def _deny(self, data: bytes, query: wire.Query | None, reply: Reply, what: str) -> bool:
+        """A client outside --allow (``access``) or --allow-recursion (``recursion``).
+
+        Returns whether a reply comes (``answer_slow``'s contract).
+        """
+        if self._drop_denied:
+            self._counts[f"{what}_dropped"] += 1
+            return False
+        self._counts[f"{what}_refused"] += 1
+        self._fail(data, rcodes.NotAllowed(), reply, query)
+        return True
 
     def _fail(
         self, data: bytes, exc: BaseException, reply: Reply, query: wire.Query | None
@@ -119,7 +166,8 @@ class Resolver:
         if not rcodes.is_expected(exc):
             self._counts["internal_errors"] += 1
             what = f"{query.qname}/{query.qtype}" if query is not None else "a packet"
-            log.error("error answering %s", what, exc_info=exc)
+            # A bug a client can trigger at will: a traceback, but a bounded number.
+            self._log.error("resolver_bug", "error answering %s", what, exc_info=exc)
         rcode = rcodes.rcode_for(exc)
         self._counts[f"rcode_{rcode}"] += 1
         response = rcodes.error_reply(
@@ -131,7 +179,10 @@ class Resolver:
         if response:
             reply(response)
 
-    def _dispatch(self, data: bytes, query: wire.Query, tcp: bool, reply: Reply) -> None:
+    def _dispatch(
+        self, data: bytes, query: wire.Query, tcp: bool, reply: Reply, access: Access
+    ) -> bool:
+        """Answers a parsed query; False when a denied one is dropped (no reply)."""
         if query.opcode != wire.OPCODE_QUERY:
             raise rcodes.NotImplementedOpcode()
         if query.edns is not None and query.edns.version > 0:
@@ -143,10 +194,12 @@ class Resolver:
         key = self._key_of(data, tcp)
         if key is not None and len(key) + 11 != query.question_end:
             key = None
-        route = self._router.route(query.qname)
+        route = self._router.route(query.qname_wire)
         if route.kind is Kind.FORWARD:
+            if access is not Access.FULL:
+                return self._deny(data, query, reply, "recursion")
             self._forward_query(data, query, tcp, key, reply)
-            return
+            return True
         if query.qclass not in (wire.CLASS_IN, wire.CLASS_ANY):
             raise rcodes.Refused()
         if route.kind is Kind.ZONE:
@@ -158,6 +211,7 @@ class Resolver:
             self._reply_local(data, query, tcp, key, answer, reply)
         else:
             self._catalog(data, query, tcp, key, route, reply)
+        return True
 
     def _catalog(
         self, data: bytes, query: wire.Query, tcp: bool, key: bytes | None, route: Route,
@@ -233,17 +287,19 @@ class Resolver:
     def _forward_query(
         self, data: bytes, query: wire.Query, tcp: bool, key: bytes | None, reply: Reply
     ) -> None:
-        def done(template: bytes | None, raw: bool) -> None:
-            if template is None:
-                self._fail(data, rcodes.UpstreamFailure(), reply, query)
-            elif raw:
-                reply(data[:2] + template[2:])
-            else:
+        def done(template: bytes | None) -> None:
+            # Called from the forwarder's callback: whatever happens here must
+            # end in a reply, never in an exception the client would not see.
+            try:
+                if template is None:
+                    raise rcodes.UpstreamFailure()
                 limit = self._limit(query, tcp)
                 if len(template) > limit:
                     template = codec.truncate(template, limit)
                     self._counts["truncated"] += 1
                 reply(fastpath.patch(template, data, query.question_end))
+            except Exception as exc:
+                self._fail(data, exc, reply, query)
 
         self._forward.answer(key, _question(query), query.edns, done)
 

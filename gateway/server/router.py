@@ -1,7 +1,8 @@
 """Longest-suffix routing of a name to exactly one answerer.
 
-Names are compared label by label (dnspython names, case-insensitive), so a
-label holding a dot (``a\\.b.example.``) is never mistaken for two labels.
+Names are compared in wire form, lower-cased, one label boundary at a time:
+a label holding a dot (``a\\.b.example.``) is one label, never two, and each
+step is one dict lookup of bytes (a query miss pays this per query).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from dataclasses import dataclass
 import dns.name
 
 from gateway.catalog.answers import reverse_address
+from gateway.dns import wire
 
 
 class Kind(enum.Enum):
@@ -36,6 +38,8 @@ class Route:
 
 
 FORWARD = Route(Kind.FORWARD)
+# The reverse trees (RFC 1035 3.5, RFC 3596 2.5) in lower-case wire form.
+_REVERSE_SUFFIXES = (b"\x07in-addr\x04arpa\x00", b"\x03ip6\x04arpa\x00")
 
 
 class Router:
@@ -54,7 +58,7 @@ class Router:
         zone_origins: Iterable[dns.name.Name],
         knows_address: Callable[[str], bool] | None = None,
     ) -> None:
-        self._routes: dict[dns.name.Name, Route] = {}
+        self._routes: dict[bytes, Route] = {}
         for domain in domains:
             name = dns.name.from_text(domain)
             self._add(name, Route(Kind.CATALOG, name))
@@ -63,23 +67,26 @@ class Router:
         self._knows_address = knows_address
 
     def _add(self, suffix: dns.name.Name, route: Route) -> None:
-        if suffix in self._routes:
+        key = wire.to_wire(suffix).lower()
+        if key in self._routes:
             raise ValueError(
                 f"'{suffix.to_text(omit_final_dot=True)}' is both "
-                f"{self._routes[suffix].kind.value} and {route.kind.value}"
+                f"{self._routes[key].kind.value} and {route.kind.value}"
             )
-        self._routes[suffix] = route
+        self._routes[key] = route
 
-    def route(self, qname: dns.name.Name) -> Route:
+    def route(self, qname_wire: bytes) -> Route:
+        """The route of an uncompressed wire name (any letter case)."""
+        name = qname_wire.lower()
         routes = self._routes
-        name = qname
-        while len(name) > 1:  # the root (length 1) is never a domain or zone here
-            found = routes.get(name)
+        pos = 0
+        while name[pos]:  # the root is never a domain or zone here
+            found = routes.get(name[pos:])
             if found is not None:
                 return found
-            name = name.parent()
-        if self._knows_address is not None:
-            address = reverse_address(qname)
+            pos += 1 + name[pos]
+        if self._knows_address is not None and name.endswith(_REVERSE_SUFFIXES):
+            address = reverse_address(wire.name_of(name))
             if address is not None and self._knows_address(address):
                 return Route(Kind.REVERSE, address=address)
         return FORWARD

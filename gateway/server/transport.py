@@ -2,34 +2,101 @@
 
 Both hand each message to the resolver's fast path first and fall back to
 the slow path with a reply function. Any exception is caught here and
-counted: a packet can never take the server down.
+counted: a packet can never take the server down, and nothing a client
+sends logs more than a few lines a minute (``gateway.ratelog``).
+
+Access control and UDP limits (``gateway.server.access``,
+``gateway.server.ratelimit``) are applied through a :class:`Gate`, which
+caches the decision per client address. A UDP listener that hears only
+loopback clients gets no gate and runs the loop without any check; other
+UDP listeners pay one dict lookup per packet (plus the limits for clients
+that have them). TCP decides once per connection, when it is accepted.
 
 TCP follows RFC 7766: two-byte length framing, several queries per
 connection (pipelined; answers may come back out of order, 6.2.1.1), an
-idle timeout, and a cap on concurrent connections.
+idle timeout. Against clients that hold resources (issue 9), the decisions
+live in ``tcp_limits`` and are applied here: a cap on connections in all
+and per client address (at the cap the oldest idle connection makes room),
+a deadline for each whole message, a cap on unanswered queries and on
+queued reply bytes per connection (past either the connection is not read
+until replies drain), a cap on queued reply bytes across all connections
+(the worst reader is closed), and an accept loop that survives running out
+of file descriptors by closing idle connections.
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import functools
 import logging
 import socket
 import struct
 from typing import Any, cast
 
+from gateway.dns.fastpath import FastAnswer
+from gateway.ratelog import RateLimitedLog
+from gateway.server.access import Access, AccessPolicy, Client
+from gateway.server.ratelimit import UdpLimits
 from gateway.server.resolver import Resolver
+from gateway.server.tcp_limits import Admission, ConnectionTable, Framer, TcpLimits
 
 log = logging.getLogger(__name__)
 
 # Replies stay queued for at most this many bytes per TCP client before we
 # stop reading from it (a client that never reads cannot exhaust memory).
 TCP_WRITE_HIGH_WATER = 256 * 1024
+# Messages of one TCP connection handled per loop turn: the rest of a large
+# read waits for the next turn, so one pipelining client cannot hold the
+# loop, and the UDP clients behind it, for a whole 256 KiB read.
+TCP_BATCH = 64
 # Datagrams handled per reader wake-up, and the largest one read.
 UDP_BATCH = 64
 UDP_RECV_SIZE = 65535
 # Room for bursts while the loop is busy (the kernel caps it at rmem_max).
 UDP_SOCKET_BUFFER = 4 * 1024 * 1024
+# Connections accepted per wake-up of the listening socket, and its backlog.
+ACCEPT_BATCH = 64
+TCP_BACKLOG = 1024
+# Out of file descriptors: idle connections closed per attempt, and the
+# pause before accepting again when none could be closed (no busy loop).
+SHED_ON_EMFILE = 16
+ACCEPT_RETRY_S = 0.1
+_OUT_OF_DESCRIPTORS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+# Client decisions cached per address, about 230 bytes each (tracemalloc):
+# at most ~4 MB. The cache starts over when full, so a flood of forged
+# sources costs one classification (a few us) per packet, never memory.
+MAX_CACHED_PEERS = 16384
+# A peer: the fast path it may use (None: none, slow path decides) and its decision.
+Peer = tuple[FastAnswer | None, Client]
+
+
+class Gate:
+    """Per-client decisions for the listeners that need them.
+
+    ``peers`` is read directly by the UDP loop (one dict lookup per packet);
+    :meth:`peer` fills it.
+    """
+
+    def __init__(
+        self, resolver: Resolver, policy: AccessPolicy, limits: UdpLimits, *, drop_denied: bool
+    ) -> None:
+        self.policy = policy
+        self.limits = limits
+        self.peers: dict[str, Peer] = {}
+        self.drop_denied = drop_denied
+        self._fast: dict[Access, FastAnswer | None] = {
+            Access.NONE: None,
+            Access.LOCAL: resolver.answer_fast_local,
+            Access.FULL: resolver.answer_fast,
+        }
+
+    def peer(self, host: str) -> Peer:
+        client = self.policy.classify(host)
+        if len(self.peers) >= MAX_CACHED_PEERS:
+            self.peers.clear()
+        peer = self.peers[host] = (self._fast[client.access], client)
+        return peer
 
 
 class UdpListener:
@@ -41,13 +108,16 @@ class UdpListener:
     per-datagram bookkeeping dominated the profile of the fast path.
     """
 
-    def __init__(self, resolver: Resolver, sock: socket.socket) -> None:
+    def __init__(self, resolver: Resolver, sock: socket.socket, gate: Gate | None = None) -> None:
         self._resolver = resolver
         self._sock = sock
         self._fast = resolver.answer_fast
         self._counts = resolver.metrics.counters
+        self._log = RateLimitedLog(log, counts=self._counts)
+        self._gate = gate
         self._loop = asyncio.get_running_loop()
-        self._loop.add_reader(sock.fileno(), self._on_readable)
+        reader = self._on_readable if gate is None else self._on_readable_checked
+        self._loop.add_reader(sock.fileno(), reader)
 
     def close(self) -> None:
         if self._sock.fileno() >= 0:
@@ -66,7 +136,7 @@ class UdpListener:
             except (BlockingIOError, InterruptedError):
                 break
             except OSError as exc:  # e.g. ICMP errors surfacing on Linux
-                log.debug("UDP receive error: %s", exc)
+                self._log.log(logging.DEBUG, "udp_receive", "UDP receive error: %s", exc)
                 continue
             received += 1
             try:
@@ -74,127 +144,471 @@ class UdpListener:
                 if response is not None:
                     sendto(response, addr)
                     continue
+                if not addr[1]:
+                    # Source port 0 (forged): no reply can reach it, so the
+                    # slow path (maybe an upstream query) is not worth running.
+                    self._counts["udp_dropped_port_zero"] += 1
+                    continue
                 self._resolver.answer_slow(data, False, functools.partial(self._send, addr))
             except (BlockingIOError, InterruptedError):
                 self._counts["udp_send_dropped"] += 1
-            except Exception:
+            except OSError as exc:
+                # Checked here, not before the fast path: no cost per answer.
+                self._send_failed(addr, exc)
+            except Exception as exc:
                 self._counts["internal_errors"] += 1
-                log.exception("UDP packet from %s dropped", addr)
+                self._log.error("udp_bug", "UDP packet from %s dropped", addr, exc_info=exc)
         # Counted per batch, not per packet: the hot path stays free of it.
+        self._counts["udp_queries"] += received
+
+    def _on_readable_checked(self) -> None:
+        """``_on_readable`` with the gate: access per client, limits on the answers.
+
+        A twin of ``_on_readable`` on purpose: sharing the loop would put a
+        Python call per packet (~60 ns, a twentieth of a fast-path answer) on
+        loopback-only listeners, which must not pay for checks they skip.
+        """
+        assert self._gate is not None
+        recvfrom = self._sock.recvfrom
+        sendto = self._sock.sendto
+        peers = self._gate.peers
+        peer_of = self._gate.peer
+        outgoing = self._gate.limits.outgoing
+        drop_denied = self._gate.drop_denied
+        received = 0
+        while received < UDP_BATCH:
+            try:
+                data, addr = recvfrom(UDP_RECV_SIZE)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError as exc:
+                self._log.log(logging.DEBUG, "udp_receive", "UDP receive error: %s", exc)
+                continue
+            received += 1
+            try:
+                fast, client = peers.get(addr[0]) or peer_of(addr[0])
+                response = fast(data, False) if fast is not None else None
+                if response is None:
+                    if fast is None and drop_denied:
+                        # --refuse-action drop: not even parsed (a flood from outside).
+                        self._counts["access_dropped"] += 1
+                        continue
+                    if not addr[1]:
+                        self._counts["udp_dropped_port_zero"] += 1  # see _on_readable
+                        continue
+                    send = functools.partial(self._send_checked, client, len(data), addr)
+                    self._resolver.answer_slow(data, False, send, client.access)
+                    continue
+                if client.limited:
+                    response = outgoing(client.block, len(data), response)
+                    if response is None:
+                        continue
+                sendto(response, addr)
+            except (BlockingIOError, InterruptedError):
+                self._counts["udp_send_dropped"] += 1
+            except OSError as exc:
+                self._send_failed(addr, exc)
+            except Exception as exc:
+                self._counts["internal_errors"] += 1
+                self._log.error("udp_bug", "UDP packet from %s dropped", addr, exc_info=exc)
         self._counts["udp_queries"] += received
 
     def _send(self, addr: tuple[Any, ...], response: bytes) -> None:
         try:
             self._sock.sendto(response, addr)
-        except OSError:
-            # Full socket buffer or a closed listener: the client retries.
+        except (BlockingIOError, InterruptedError):
+            # Full socket buffer: the client retries.
             self._counts["udp_send_dropped"] += 1
+        except OSError as exc:
+            self._send_failed(addr, exc)
+
+    def _send_failed(self, addr: tuple[Any, ...], exc: OSError) -> None:
+        """A reply the kernel refused: an unanswerable (forged) source address."""
+        if not addr[1]:
+            self._counts["udp_dropped_port_zero"] += 1
+            return
+        self._counts["udp_send_errors"] += 1
+        self._log.warning("udp_send", "UDP reply to %s not sent: %s", addr, exc)
+
+    def _send_checked(
+        self, client: Client, query_size: int, addr: tuple[Any, ...], response: bytes
+    ) -> None:
+        if client.limited:
+            assert self._gate is not None
+            limited = self._gate.limits.outgoing(client.block, query_size, response)
+            if limited is None:
+                return
+            response = limited
+        self._send(addr, response)
 
 
 class TcpConnection(asyncio.Protocol):
-    def __init__(self, resolver: Resolver, server: TcpServer) -> None:
-        self._resolver = resolver
+    """One client connection: reads while it may, answers, applies the limits.
+
+    Reading stops (``pause_reading``) while a whole message is buffered and
+    not yet handled: the client's own backlog stays in the kernel, where it
+    costs us nothing, until its replies drain.
+    """
+
+    def __init__(
+        self, server: TcpServer, client: str, fast: FastAnswer | None, access: Access
+    ) -> None:
+        """``fast`` and ``access``: what the gate decided for ``client`` (``Gate.peer``)."""
+        self.client = client
+        self.pending = 0  # slow-path replies still owed
+        self._fast = fast
+        self._access = access
         self._server = server
-        self._buffer = bytearray()
+        self._limits = server.limits
+        self._resolver = server.resolver
+        self._counts = server.resolver.metrics.counters
+        self._framer = Framer()
         self._transport: asyncio.Transport | None = None
-        self._idle: asyncio.TimerHandle | None = None
-        self._pending = 0
         self._loop = asyncio.get_running_loop()
+        self._last_read = self._loop.time()
+        self._idle: asyncio.TimerHandle | None = None
+        self._queued_at_idle = 0
+        self._deadline: asyncio.TimerHandle | None = None
+        self._reading = True
+        self._writing_paused = False
+        self._processing = False
+        self._continued = False  # a next turn of _process is scheduled
+        self._shed = False  # closed by us before its transport existed
+
+    # -- what the connection table asks (tcp_limits.Tracked) --------------
+
+    @property
+    def idle(self) -> bool:
+        tr = self._transport
+        return (
+            tr is not None
+            and not tr.is_closing()
+            and self.pending == 0
+            and tr.get_write_buffer_size() == 0
+        )
+
+    def queued_now(self) -> int:
+        tr = self._transport
+        return tr.get_write_buffer_size() if tr is not None else 0
+
+    def abort(self) -> None:
+        """Closes now, dropping anything queued (limits, shedding)."""
+        self._shed = True
+        if self._transport is not None:
+            self._transport.abort()
+
+    # -- asyncio.Protocol --------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         tr = self._transport = cast(asyncio.Transport, transport)
-        if not self._server.admit(self):
+        if self._shed:
             tr.abort()
             return
         tr.set_write_buffer_limits(high=TCP_WRITE_HIGH_WATER)
-        self._arm_idle()
+        self._idle = self._loop.call_later(self._limits.idle_timeout, self._on_idle)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._server.release(self)
-        if self._idle is not None:
-            self._idle.cancel()
+        for timer in (self._idle, self._deadline):
+            if timer is not None:
+                timer.cancel()
         self._transport = None
 
     def pause_writing(self) -> None:
-        if self._transport is not None:
-            self._transport.pause_reading()
+        self._writing_paused = True  # _process stops and pauses reading
 
     def resume_writing(self) -> None:
-        if self._transport is not None:
-            self._transport.resume_reading()
+        self._writing_paused = False
+        self._server.note_queued(self)
+        self._process()
 
-    def _arm_idle(self) -> None:
-        if self._idle is not None:
-            self._idle.cancel()
-        self._idle = self._loop.call_later(self._server.idle_timeout, self._on_idle)
+    def data_received(self, data: bytes) -> None:
+        self._framer.feed(data)
+        self._last_read = self._loop.time()
+        self._process()
+
+    # -- timers ------------------------------------------------------------
 
     def _on_idle(self) -> None:
         # RFC 7766 6.2.3: close idle connections; wait while answers are owed.
-        if self._pending:
-            self._arm_idle()
-        elif self._transport is not None:
-            self._transport.close()
+        tr = self._transport
+        if tr is None:
+            return
+        left = self._last_read + self._limits.idle_timeout - self._loop.time()
+        queued = tr.get_write_buffer_size()
+        # A client still reading a long reply slowly is not idle either.
+        draining = queued and queued != self._queued_at_idle
+        self._queued_at_idle = queued
+        if left > 0 or self.pending or draining:
+            delay = left if left > 0 else self._limits.idle_timeout
+            self._idle = self._loop.call_later(delay, self._on_idle)
+        elif queued:
+            tr.abort()  # replies it has not read for the whole idle time
+        else:
+            tr.close()
 
-    def data_received(self, data: bytes) -> None:
-        self._buffer += data
-        self._arm_idle()
-        buf = self._buffer
-        while len(buf) >= 2:
-            size = (buf[0] << 8) | buf[1]
-            if len(buf) < 2 + size:
-                break
-            message = bytes(buf[2 : 2 + size])
-            del buf[: 2 + size]
-            self._handle(message)
+    def _on_deadline(self) -> None:
+        self._deadline = None
+        self._counts["tcp_message_timeouts"] += 1
+        self.abort()
+
+    # -- messages ----------------------------------------------------------
+
+    @property
+    def _blocked(self) -> bool:
+        return self._writing_paused or self.pending >= self._limits.max_pipelined
+
+    def _process(self) -> None:
+        """Handles buffered messages while allowed, then sets reading and the deadline."""
+        self._continued = False
+        tr = self._transport
+        if tr is None or tr.is_closing() or self._processing:
+            return
+        framer = self._framer
+        self._processing = True
+        try:
+            handled = 0
+            while framer.ready and not self._blocked:
+                if handled == TCP_BATCH:
+                    self._continued = True
+                    self._loop.call_soon(self._process)
+                    break
+                message = framer.pop()
+                assert message is not None
+                self._server.touch(self)
+                self._handle(message)
+                handled += 1
+                if tr.is_closing():
+                    return
+            if handled and self._deadline is not None:
+                self._deadline.cancel()  # that message is complete; a new one starts anew
+                self._deadline = None
+        finally:
+            self._processing = False
+        self._set_flow(tr)
+
+    def _set_flow(self, tr: asyncio.Transport) -> None:
+        # Read only when everything buffered is handled and replies may be sent.
+        reading = not self._blocked and not self._framer.ready
+        if reading != self._reading:
+            self._reading = reading
+            if reading:
+                tr.resume_reading()
+            else:
+                self._counts["tcp_read_pauses"] += 1
+                tr.pause_reading()
+        # The deadline runs while a begun message waits for its rest and we
+        # are reading it; a pause is ours, so it starts anew afterwards.
+        if reading and self._framer.waiting:
+            if self._deadline is None:
+                self._deadline = self._loop.call_later(
+                    self._limits.message_timeout, self._on_deadline
+                )
+        elif self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
 
     def _handle(self, message: bytes) -> None:
-        self._resolver.metrics.counters["tcp_queries"] += 1
+        self._counts["tcp_queries"] += 1
         try:
-            response = self._resolver.answer_fast(message, True)
+            fast = self._fast
+            response = fast(message, True) if fast is not None else None
             if response is not None:
                 self._send(response)
                 return
-            self._pending += 1
-            self._resolver.answer_slow(message, True, self._send_pending)
-        except Exception:
-            self._resolver.metrics.counters["internal_errors"] += 1
-            log.exception("TCP message dropped")
+            self.pending += 1
+            coming = False
+            try:
+                coming = self._resolver.answer_slow(message, True, self._send_pending, self._access)
+            finally:
+                if not coming:
+                    self.pending -= 1  # dropped (a response, a short message, denied): no reply
+        except Exception as exc:
+            self._counts["internal_errors"] += 1
+            self._server.log.error("tcp_bug", "TCP message dropped", exc_info=exc)
 
     def _send_pending(self, response: bytes) -> None:
-        self._pending -= 1
+        self.pending -= 1
         self._send(response)
+        # Called later (forwarding) or from inside _handle; the latter is
+        # picked up by the running _process.
+        if not self._processing and not self._continued:
+            self._process()
 
     def _send(self, response: bytes) -> None:
         transport = self._transport
         if transport is not None and not transport.is_closing():
             transport.write(struct.pack("!H", len(response)) + response)
+            self._server.note_queued(self)
 
 
 class TcpServer:
-    """Tracks connections for the limit; the oldest idle ones could be shed later."""
+    """The TCP side of every listener: limits, the connection table, accepting."""
 
-    def __init__(self, resolver: Resolver, *, idle_timeout: float, max_connections: int) -> None:
-        self._resolver = resolver
-        self.idle_timeout = idle_timeout
-        self._max = max_connections
-        self._connections: set[TcpConnection] = set()
-
-    def protocol(self) -> TcpConnection:
-        return TcpConnection(self._resolver, self)
-
-    def admit(self, conn: TcpConnection) -> bool:
-        if len(self._connections) >= self._max:
-            self._resolver.metrics.counters["tcp_refused"] += 1
-            return False
-        self._connections.add(conn)
-        return True
-
-    def release(self, conn: TcpConnection) -> None:
-        self._connections.discard(conn)
+    def __init__(self, resolver: Resolver, limits: TcpLimits, *, gate: Gate | None = None) -> None:
+        """``gate``: access control for every TCP client (None: everyone may ask everything)."""
+        self.resolver = resolver
+        self.limits = limits
+        self.gate = gate
+        self._counts = resolver.metrics.counters
+        self.log = RateLimitedLog(log, counts=self._counts)
+        self._table: ConnectionTable[TcpConnection] = ConnectionTable(
+            max_connections=limits.max_connections,
+            max_per_client=limits.max_per_client,
+            max_queued_bytes=limits.max_queued_bytes,
+        )
+        self._connecting: set[asyncio.Task[None]] = set()
 
     @property
     def connections(self) -> int:
-        return len(self._connections)
+        return len(self._table)
+
+    @property
+    def queued_bytes(self) -> int:
+        return self._table.queued_total
+
+    def accept(self, sock: socket.socket, client: str) -> None:
+        """A new connection from ``client``: refused, or admitted (shedding first).
+
+        The gate decides first, so a client that is dropped outside --allow
+        takes no connection slot and sheds no one's idle connection.
+        """
+        fast: FastAnswer | None = self.resolver.answer_fast
+        access = Access.FULL
+        if self.gate is not None:
+            fast, peer = self.gate.peer(client)
+            access = peer.access
+            if access is Access.NONE and self.gate.drop_denied:
+                # --refuse-action drop: over TCP, no connection.
+                self._counts["access_dropped"] += 1
+                sock.close()
+                return
+        verdict: Admission[TcpConnection] = self._table.admit(client)
+        if verdict.refused is not None:
+            self._counts[verdict.refused] += 1
+            sock.close()
+            return
+        self._close(verdict.shed, "tcp_shed_idle")
+        conn = TcpConnection(self, client, fast, access)
+        self._table.add(conn)
+        task = asyncio.get_running_loop().create_task(self._connect(conn, sock))
+        self._connecting.add(task)
+        task.add_done_callback(self._connecting.discard)
+
+    async def _connect(self, conn: TcpConnection, sock: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.connect_accepted_socket(lambda: conn, sock)
+        except Exception as exc:  # e.g. the client reset it meanwhile
+            self._table.release(conn)
+            sock.close()
+            self.log.warning("tcp_connect", "TCP connection from %s dropped: %s", conn.client, exc)
+
+    def shed_idle(self, count: int) -> int:
+        """Closes up to ``count`` of the oldest idle connections; how many."""
+        victims = self._table.oldest_idle(count)
+        self._close(victims, "tcp_shed_idle")
+        return len(victims)
+
+    def release(self, conn: TcpConnection) -> None:
+        self._table.release(conn)
+
+    def touch(self, conn: TcpConnection) -> None:
+        self._table.touch(conn)
+
+    def note_queued(self, conn: TcpConnection) -> None:
+        """``conn``'s write buffer changed; over the total cap, the worst readers go."""
+        self._close(self._table.note_queued(conn, conn.queued_now()), "tcp_closed_queued")
+
+    def _close(self, victims: tuple[TcpConnection, ...], counter: str) -> None:
+        for victim in victims:
+            self._table.release(victim)
+            self._counts[counter] += 1
+            victim.abort()
+
+    def close(self) -> None:
+        for task in self._connecting:
+            task.cancel()
+
+
+class TcpListener:
+    """Accepts on one listening socket from a reader callback.
+
+    Not ``loop.create_server``: its accept loop cannot be told what to do
+    when descriptors run out (libuv accepts and drops the waiting clients,
+    and an error there closes the server for good). Here EMFILE/ENFILE close
+    the oldest idle connections and accepting resumes on the next loop turn,
+    or after ``ACCEPT_RETRY_S`` when none could be closed; the per-client
+    check happens before a transport is built.
+    """
+
+    def __init__(self, server: TcpServer, sock: socket.socket) -> None:
+        self._server = server
+        self._sock = sock
+        self._counts = server.resolver.metrics.counters
+        self._loop = asyncio.get_running_loop()
+        self._retry: asyncio.TimerHandle | None = None
+        self._loop.add_reader(sock.fileno(), self._on_readable)
+
+    def close(self) -> None:
+        if self._retry is not None:
+            self._retry.cancel()
+        if self._sock.fileno() >= 0:
+            self._loop.remove_reader(self._sock.fileno())
+            self._sock.close()
+
+    def _on_readable(self) -> None:
+        for _ in range(ACCEPT_BATCH):
+            try:
+                sock, addr = self._sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except ConnectionAbortedError:
+                continue  # the client gave up while waiting
+            except OSError as exc:
+                self._accept_failed(exc)
+                return
+            self._server.accept(sock, addr[0])
+
+    def _accept_failed(self, exc: OSError) -> None:
+        self._counts["tcp_accept_errors"] += 1
+        shed = 0
+        if exc.errno in _OUT_OF_DESCRIPTORS:
+            shed = self._server.shed_idle(SHED_ON_EMFILE)
+        self._server.log.warning(
+            "tcp_accept", "TCP accept failed (%s); closed %d idle connections", exc, shed
+        )
+        # Aborted connections give their descriptors back at once: try again
+        # on the next turn. With none closed, wait rather than spin.
+        self._loop.remove_reader(self._sock.fileno())
+        self._retry = self._loop.call_later(0 if shed else ACCEPT_RETRY_S, self._resume)
+
+    def _resume(self) -> None:
+        self._retry = None
+        if self._sock.fileno() >= 0:
+            self._loop.add_reader(self._sock.fileno(), self._on_readable)
+
+
+def _bound_socket(family: int, kind: int, host: str, port: int, reuse_port: bool) -> socket.socket:
+    sock = socket.socket(family, kind)
+    try:
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        if kind == socket.SOCK_DGRAM:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, UDP_SOCKET_BUFFER)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, UDP_SOCKET_BUFFER)
+        else:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        if kind == socket.SOCK_STREAM:
+            sock.listen(TCP_BACKLOG)
+        sock.setblocking(False)
+    except OSError:
+        sock.close()
+        raise
+    return sock
 
 
 async def open_listeners(
@@ -204,34 +618,22 @@ async def open_listeners(
     *,
     tcp: TcpServer,
     reuse_port: bool,
-) -> tuple[UdpListener, asyncio.Server]:
-    """UDP and TCP on one address; both or neither."""
-    loop = asyncio.get_running_loop()
+    gate: Gate | None = None,
+) -> tuple[UdpListener, TcpListener]:
+    """UDP and TCP on one address; both or neither.
+
+    ``gate``: access control and UDP limits for this address's UDP clients
+    (None: no checks, for a loopback-only listener). TCP clients pass the
+    ``TcpServer``'s gate.
+    """
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_DGRAM)
+    udp_sock = _bound_socket(family, socket.SOCK_DGRAM, host, port, reuse_port)
+    udp = UdpListener(resolver, udp_sock, gate)
     try:
-        if reuse_port:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        if family == socket.AF_INET6:
-            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, UDP_SOCKET_BUFFER)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, UDP_SOCKET_BUFFER)
-        sock.bind((host, port))
-        sock.setblocking(False)
-    except OSError:
-        sock.close()
-        raise
-    udp = UdpListener(resolver, sock)
-    try:
-        server = await loop.create_server(
-            tcp.protocol,
-            host,
-            sock.getsockname()[1],
-            family=family,
-            reuse_port=reuse_port or None,
-            backlog=1024,
+        tcp_sock = _bound_socket(
+            family, socket.SOCK_STREAM, host, udp_sock.getsockname()[1], reuse_port
         )
     except Exception:
         udp.close()
         raise
-    return udp, server
+    return udp, TcpListener(tcp, tcp_sock)

@@ -190,3 +190,75 @@ def test_all_upstreams_refusing_ends_the_query_without_a_retry_storm() -> None:
             up.close()
 
     run(main())
+
+
+# -- issue 9: hostile and slow upstreams ---------------------------------------------
+
+
+def test_malformed_reply_fails_over_and_is_not_handed_on() -> None:
+    def trailing(query: bytes, addr: tuple[str, int], sock: socket.socket) -> None:
+        sock.sendto(answer_for(query) + b"\x00", addr)
+
+    async def main() -> None:
+        bad = ScriptedUpstream(trailing)
+        good = ScriptedUpstream(lambda q, a, s: s.sendto(answer_for(q, "192.0.2.61"), a))
+        for up in (bad, good):
+            await up.start()
+        fwd = make(bad.port, good.port, timeout=0.5, deadline=2.0)
+        reply = await resolve(fwd)
+        assert reply is not None
+        assert dns.message.from_wire(reply).answer[0][0].address == "192.0.2.61"
+        assert fwd.stats["malformed"] == 1 and len(bad.queries) == 1
+        only_bad = make(bad.port, timeout=0.5, deadline=2.0)
+        assert await resolve(only_bad) is None
+        assert len(bad.queries) == 2  # answered unusably: not asked again
+        for f in (fwd, only_bad):
+            f.close()
+        for up in (bad, good):
+            up.close()
+
+    run(main())
+
+
+def test_late_reply_to_an_earlier_attempt_is_the_answer() -> None:
+    def late(query: bytes, addr: tuple[str, int], sock: socket.socket) -> None:
+        reply = answer_for(query, "192.0.2.62")
+        asyncio.get_running_loop().call_later(0.3, sock.sendto, reply, addr)
+
+    async def main() -> None:
+        up = ScriptedUpstream(late)
+        await up.start()
+        fwd = make(up.port, timeout=0.2, deadline=1.0)
+        reply = await resolve(fwd)
+        assert reply is not None
+        assert dns.message.from_wire(reply).answer[0][0].address == "192.0.2.62"
+        assert fwd.stats["late_answers"] == 1 and fwd.stats["timeouts"] >= 1
+        fwd.close()
+        up.close()
+
+    run(main())
+
+
+def test_always_truncating_upstreams_get_udp_and_tcp_once_each() -> None:
+    def tc(query: bytes, addr: tuple[str, int], sock: socket.socket) -> None:
+        sock.sendto(answer_for(query, tc=True), addr)
+
+    async def main() -> None:
+        # One refuses TCP (nothing listens), one truncates over TCP too.
+        ups = [
+            ScriptedUpstream(tc),
+            ScriptedUpstream(tc, tcp_script=lambda q: answer_for(q, tc=True)),
+        ]
+        for up in ups:
+            await up.start()
+        fwd = make(*(up.port for up in ups), timeout=0.5, deadline=2.0)
+        for i in range(5):
+            assert await resolve(fwd, QUESTION.replace(b"www", f"ww{i}".encode())) is None
+        assert [len(up.queries) for up in ups] == [5, 5]
+        assert [up.tcp_connections for up in ups] == [0, 5]
+        assert fwd.stats["tcp"] == 10 and fwd.stats["timeouts"] == 0
+        fwd.close()
+        for up in ups:
+            up.close()
+
+    run(main())

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import argparse
+import ipaddress
 from pathlib import Path
 
 import pytest
@@ -24,6 +25,14 @@ GOOD = [
     ({"forward_timeout": "0.5"}, "forward_timeout", 0.5),
     ({"consul": "127.0.0.1:8500"}, "consul", "http://127.0.0.1:8500"),
     ({"workers": 4}, "workers", 4),
+    ({"allow": ["10.0.0.1/8", "Local", "2001:db8::/32"]},
+     "allow", (ipaddress.ip_network("10.0.0.0/8"), "local", ipaddress.ip_network("2001:db8::/32"))),
+    ({"allow_recursion": "192.0.2.7"}, "allow_recursion", (ipaddress.ip_network("192.0.2.7/32"),)),
+    ({"refuse_action": "DROP"}, "refuse_action", "drop"),
+    ({"rate_limit": "20"}, "rate_limit", 20),
+    ({"rate_limit_slip": 0}, "rate_limit_slip", 0),
+    ({"max_amplification": 0}, "max_amplification", 0),
+    ({"limit_loopback": "on"}, "limit_loopback", True),
 ]  # fmt: skip
 
 
@@ -47,6 +56,14 @@ BAD = [
     ({"log_level": "loud"}, "option 'log_level'"),
     ({"catalog": "/no/such/path"}, "does not exist"),
     ({"bogus": 1}, "unknown option 'bogus'"),
+    ({"allow": ["10.0.0.0/33"]}, "option 'allow': '10.0.0.0/33' is not a CIDR"),
+    ({"allow": []}, "option 'allow': needs at least one"),
+    ({"allow_recursion": ["anyone"]}, "option 'allow_recursion'"),
+    ({"refuse_action": "ignore"}, "option 'refuse_action'"),
+    ({"rate_limit": -1}, "out of range"),
+    ({"rate_limit_window": 0}, "out of range"),
+    ({"rate_limit_slip": 11}, "out of range"),
+    ({"max_amplification": "x"}, "whole number"),
 ]
 
 

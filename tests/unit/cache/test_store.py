@@ -175,3 +175,37 @@ def test_entry_size_estimate_is_near_what_python_allocates() -> None:
     measured = tracemalloc.get_traced_memory()[0]
     tracemalloc.stop()
     assert 0.7 < cache.bytes / measured < 1.5, (cache.bytes, measured)
+
+
+def test_nothing_that_does_not_parse_becomes_a_template_or_enters_the_cache() -> None:
+    """Issue 9: a reply with bytes after its last record was cached and served whole."""
+    cache = ForwardCache(POLICY, Clock())
+    whole = response("t.example.", edns=False)
+    unparseable = (
+        whole + b"junk",  # trailing bytes (no OPT to cut them off at)
+        response("t.example.") + b"\x00",  # trailing bytes after the OPT
+        whole[:-2],  # the last record runs past the end
+    )
+    not_an_answer = (
+        whole[:4] + b"\x00\x00" + whole[6:],  # no question
+        whole[:2] + b"\x01" + whole[3:],  # QR=0: a query, not a response
+    )
+    for bad in (*unparseable, *not_an_answer):
+        for edns in (None, EDNS):
+            assert make_template(bad, client_edns=edns, payload=1232) is None
+    for bad in unparseable:
+        assert cache.put(b"bad", bad) is None
+    assert len(cache) == 0
+
+
+def test_opt_before_other_additional_records_is_not_templated() -> None:
+    q = dns.message.make_query("o.example.", "A", use_edns=0)
+    r = dns.message.make_response(q)
+    r.answer.append(dns.rrset.from_text("o.example.", 60, "IN", "A", "192.0.2.1"))
+    r.additional.append(dns.rrset.from_text("x.example.", 60, "IN", "A", "192.0.2.2"))
+    last = r.to_wire()  # dnspython writes OPT last
+    opt = last[-11:]  # root owner, type, class, TTL, no options
+    extra = wire.walk_response(last).additional[0]
+    first = last[: extra.start] + opt + last[extra.start : -11]
+    assert dns.message.from_wire(first).additional  # legal (RFC 6891), but rare
+    assert make_template(first, client_edns=EDNS, payload=1232) is None

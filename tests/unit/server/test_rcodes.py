@@ -19,6 +19,7 @@ from tests.unit.helpers import query_bytes
         (rcodes.NotImplementedOpcode(), wire.NOTIMP, True),
         (rcodes.BadVersion(), wire.BADVERS, True),
         (rcodes.Refused(), wire.REFUSED, True),
+        (rcodes.NotAllowed(), wire.REFUSED, True),
         (CatalogUnavailable("down"), wire.SERVFAIL, True),
         (rcodes.UpstreamFailure(), wire.SERVFAIL, True),
         (TimeoutError(), wire.SERVFAIL, True),
@@ -47,3 +48,12 @@ def test_opt_only_for_edns_clients_or_extended_rcodes() -> None:
     )
     assert reply.rcode() == dns.rcode.BADVERS
     assert rcodes.error_reply(b"\x00", wire.FORMERR, client_edns=False, payload=1232) == b""
+
+
+def test_responses_and_packets_without_a_header_are_dropped() -> None:
+    query = query_bytes("web.service.consul")
+    response = bytes([query[0], query[1], query[2] | 0x80]) + query[3:]
+    assert rcodes.drop_reason(query) is None
+    assert rcodes.drop_reason(response) == rcodes.DROPPED_RESPONSE
+    for size in range(wire.HEADER_LEN):
+        assert rcodes.drop_reason(query[:size]) == rcodes.DROPPED_SHORT

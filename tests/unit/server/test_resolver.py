@@ -15,6 +15,7 @@ from gateway.catalog.source import StaticSource
 from gateway.dns import wire
 from gateway.metrics import Metrics
 from gateway.options import EMBEDDED_CATALOG, EMBEDDED_ZONES, Config
+from gateway.server.access import Access
 from gateway.server.resolver import Resolver
 from gateway.zones import zone as zones
 from tests.unit.helpers import name_text, query_bytes
@@ -128,7 +129,10 @@ def test_rcodes_for_odd_queries() -> None:
     assert dns.message.from_wire(axfr[0]).rcode() == dns.rcode.REFUSED
     badvers = ask(resolver, query_bytes("web.service.consul", edns=1))
     assert dns.message.from_wire(badvers[0]).rcode() == dns.rcode.BADVERS
-    assert ask(resolver, b"\x00\x01\x00")[0][3] & 0x0F == wire.FORMERR
+    # A header whose question runs past the end: FORMERR. Shorter than a
+    # header (issue 9: no 12-byte reply to a 3-byte packet): dropped.
+    assert ask(resolver, query_bytes("web.service.consul")[:-3])[0][3] & 0x0F == wire.FORMERR
+    assert ask(resolver, b"\x00\x01\x00") == []
     assert ask(resolver, b"\x00") == []  # no ID to answer to: dropped
 
 
@@ -166,3 +170,79 @@ def test_a_label_with_a_dot_is_routed_by_labels() -> None:
     # The same names without the escape are answered locally.
     assert ask(resolver, query_bytes("a.home.arpa"))
     assert ask(resolver, query_bytes("web.service.consul"))
+
+
+def test_clients_outside_allow_are_refused_everything() -> None:
+    resolver, forwarder, _ = make()
+    for packet in (query_bytes("web.service.consul", edns=True), query_bytes("www.example.com")):
+        replies: list[bytes] = []
+        resolver.answer_slow(packet, False, replies.append, Access.NONE)
+        reply = dns.message.from_wire(replies[0])
+        assert reply.rcode() == dns.rcode.REFUSED and not reply.answer
+    assert dns.message.from_wire(replies[0]).edns == -1  # OPT only for clients that sent one
+    assert forwarder.calls == []
+    assert resolver.metrics.counters["access_refused"] == 2
+    # Even a packet that does not parse gets REFUSED, not FORMERR (a whole
+    # header: shorter packets get no reply at all, rcodes.drop_reason).
+    replies.clear()
+    header_only = b"\x00\x01\x00\x00\x00\x01" + b"\x00" * 6  # QDCOUNT 1, no question
+    assert resolver.answer_slow(header_only, False, replies.append, Access.NONE)
+    assert replies[0][3] & 0x0F == wire.REFUSED
+
+
+def test_clients_without_recursion_get_local_answers_only() -> None:
+    resolver, forwarder, _ = make()
+    ask(resolver, query_bytes("www.example.com"))  # a full client fills the cache
+    question, _, done = forwarder.calls[0]
+    done(upstream_reply(question))
+    assert resolver.answer_fast(query_bytes("www.example.com"), False) is not None
+    # The local-only fast path does not serve the cached forwarded answer ...
+    assert resolver.answer_fast_local(query_bytes("www.example.com"), False) is None
+    replies: list[bytes] = []
+    resolver.answer_slow(query_bytes("www.example.com"), False, replies.append, Access.LOCAL)
+    assert dns.message.from_wire(replies[0]).rcode() == dns.rcode.REFUSED
+    assert resolver.metrics.counters["recursion_refused"] == 1
+    assert len(forwarder.calls) == 1
+    # ... but catalog and zone answers, fast or slow, are theirs.
+    for name in ("web.service.consul", "nas.home.arpa"):
+        replies.clear()
+        resolver.answer_slow(query_bytes(name), False, replies.append, Access.LOCAL)
+        assert dns.message.from_wire(replies[0]).answer
+        assert resolver.answer_fast_local(query_bytes(name), False) is not None
+
+
+def test_refuse_action_drop_sends_nothing() -> None:
+    resolver, forwarder, _ = make(Config(upstream=(), refuse_action="drop"))
+    replies: list[bytes] = []
+    # False: no reply will come (a TCP connection must not wait for one).
+    assert not resolver.answer_slow(
+        query_bytes("web.service.consul"), False, replies.append, Access.NONE
+    )
+    assert not resolver.answer_slow(
+        query_bytes("www.example.com"), True, replies.append, Access.LOCAL
+    )
+    assert replies == [] and forwarder.calls == []
+    counts = resolver.metrics.counters
+    assert (counts["access_dropped"], counts["recursion_dropped"]) == (1, 1)
+
+
+def test_unparseable_upstream_reply_gets_servfail_and_is_never_cached() -> None:
+    """Issue 9: a reply with bytes after its last record was cached and relayed; above
+    512 bytes it made the forward callback raise for 512-byte clients (no reply at all)."""
+    resolver, forwarder, _ = make()
+    addresses = [f"192.0.2.{i}" for i in range(1, 41)]
+    for payload in (512, 1232):
+        packet = query_bytes("big.example.com", edns=0)
+        packet = packet[:-8] + payload.to_bytes(2, "big") + packet[-6:]  # the OPT's size
+        replies: list[bytes] = []
+        resolver.answer_slow(packet, False, replies.append)
+        question, _, done = forwarder.calls[-1]
+        name = name_text(question[:-4]) + "."
+        r = dns.message.make_response(dns.message.make_query(name, "A"))
+        r.answer.append(dns.rrset.from_text(name, 60, "IN", "A", *addresses))
+        whole = r.to_wire()
+        assert len(whole) > 512
+        done(whole + b"junk")
+        (reply,) = replies
+        assert dns.message.from_wire(reply).rcode() == dns.rcode.SERVFAIL
+        assert len(resolver._forward.cache) == 0

@@ -6,6 +6,7 @@ import dns.name
 import dns.reversename
 import pytest
 
+from gateway.dns import wire
 from gateway.server.router import Kind, Router
 
 
@@ -40,14 +41,14 @@ ROUTER = Router(
     ],
 )
 def test_routes(qname: str, kind: Kind, suffix: str) -> None:
-    route = ROUTER.route(name(qname))
+    route = ROUTER.route(wire.to_wire(qname))
     assert (route.kind, route.suffix) == (kind, suffix)
 
 
 def test_reverse_route_carries_the_address() -> None:
-    route = ROUTER.route(dns.reversename.from_address("2001:db8::7"))
+    route = ROUTER.route(wire.to_wire(dns.reversename.from_address("2001:db8::7")))
     assert route.kind is Kind.REVERSE and route.address == "2001:db8::7"
-    assert ROUTER.route(name("7.100.51.198.in-addr.arpa")).address == "198.51.100.7"
+    assert ROUTER.route(wire.to_wire("7.100.51.198.in-addr.ARPA")).address == "198.51.100.7"
 
 
 def test_the_same_suffix_twice_is_an_error() -> None:
