@@ -21,6 +21,30 @@ import dns.rrset
 
 # What a scripted upstream does with each query (return values are ignored).
 Script = Callable[[bytes, tuple[str, int], socket.socket], object]
+# Tries at a port free for both UDP and TCP: on a shared machine the UDP port
+# the kernel picks may be some other process's TCP connection's port.
+PORT_TRIES = 20
+
+
+def _bind_pair(with_tcp: bool) -> tuple[socket.socket, socket.socket | None]:
+    """A loopback UDP socket and, when asked, a TCP socket bound to the same port."""
+    for _ in range(PORT_TRIES):
+        udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        udp.bind(("127.0.0.1", 0))
+        udp.setblocking(False)
+        if not with_tcp:
+            return udp, None
+        tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            tcp.bind(("127.0.0.1", udp.getsockname()[1]))
+        except OSError:
+            tcp.close()
+            udp.close()
+            continue
+        tcp.setblocking(False)
+        return udp, tcp
+    raise OSError(f"no port free for both UDP and TCP in {PORT_TRIES} tries")
 
 
 def answer_for(query: bytes, address: str = "192.0.2.7", *, tc: bool = False) -> bytes:
@@ -73,24 +97,22 @@ class ScriptedUpstream:
     def __init__(
         self, script: Script, tcp_address: str | None = None, *, tcp_script: TcpScript | None = None
     ) -> None:
-        self.udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.udp.bind(("127.0.0.1", 0))
-        self.udp.setblocking(False)
+        self.tcp_address = tcp_address
+        self.tcp_script = tcp_script
+        self.udp, self._tcp_socket = _bind_pair(tcp_address is not None or tcp_script is not None)
         self.port = self.udp.getsockname()[1]
         self.address = f"127.0.0.1:{self.port}"
         self.script = script
         self.queries: list[bytes] = []
         self.tcp_queries: list[bytes] = []
         self.tcp_connections = 0
-        self.tcp_address = tcp_address
-        self.tcp_script = tcp_script
         self.tcp_server: asyncio.Server | None = None
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         loop.add_reader(self.udp.fileno(), self._on_udp)
-        if self.tcp_address is not None or self.tcp_script is not None:
-            self.tcp_server = await asyncio.start_server(self._on_tcp, "127.0.0.1", self.port)
+        if self._tcp_socket is not None:
+            self.tcp_server = await asyncio.start_server(self._on_tcp, sock=self._tcp_socket)
 
     def _on_udp(self) -> None:
         try:
@@ -124,6 +146,8 @@ class ScriptedUpstream:
         self.udp.close()
         if self.tcp_server is not None:
             self.tcp_server.close()
+        elif self._tcp_socket is not None:  # never started
+            self._tcp_socket.close()
 
 
 class UpstreamThread:
