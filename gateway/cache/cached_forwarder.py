@@ -22,6 +22,7 @@ from typing import Protocol
 
 from gateway.cache.store import ForwardCache, make_template
 from gateway.dns import wire
+from gateway.ratelog import RateLimitedLog
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +66,7 @@ class CachedForwarder:
         self.upstreams = upstreams
         self._payload = payload
         self._counts = counts
+        self._log = RateLimitedLog(log, counts=counts)
         self._stale_timeout = stale_timeout if call_later is not None else 0.0
         self._call_later = call_later
 
@@ -135,9 +137,10 @@ class CachedForwarder:
             if key is not None:
                 self.cache.put(key, template, layout)
             return template
-        except Exception:  # a bug must not leave the client without any reply
+        except Exception as exc:  # a bug must not leave the client without any reply
             self._counts["internal_errors"] += 1
-            log.exception("storing an upstream reply failed")
+            # An upstream's bytes can trigger it as often as it likes: rate-limited.
+            self._log.error("cache_store_bug", "storing an upstream reply failed", exc_info=exc)
             return None
 
     def _stale(self, key: bytes | None, done: Done) -> bool:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from collections.abc import Callable
 
 import dns.message
 import dns.rcode
 import dns.rrset
+import pytest
 
 from gateway.cache.cached_forwarder import CachedForwarder
 from gateway.cache.store import CachePolicy, ForwardCache
@@ -194,3 +196,24 @@ def test_no_timer_without_call_later() -> None:
     upstream.calls[-1](reply(ttl=10))
     clock.now += 20
     assert ask(fwd) == []  # waits for the upstream (or its deadline), as before
+
+
+def test_a_bug_while_storing_fails_the_query_and_logs_at_a_bounded_rate(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An upstream can trigger a storing bug per reply: each query still gets an
+    answer (None: stale or SERVFAIL), and the log gets a few lines, not one each."""
+    upstream = Upstream()
+    fwd, _, counts = make(upstream)
+
+    def broken(*_: object) -> None:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(fwd.cache, "put", broken)
+    for _ in range(50):
+        got = ask(fwd)
+        upstream.calls[-1](reply())
+        assert got == [None]
+    assert counts["internal_errors"] == 50
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert 1 <= len(errors) <= 10
