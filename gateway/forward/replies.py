@@ -42,7 +42,13 @@ def classify(data: bytes, question: bytes, *, tcp: bool = False) -> Verdict:
         return Verdict.NOT_OURS  # not a response at all (a query reflected back, noise)
     qdcount = (data[4] << 8) | data[5]
     end = wire.HEADER_LEN + len(question)
-    if qdcount == 1 and data[wire.HEADER_LEN : end].lower() != question:
+    # The name compares without letter case (0x20 from upstreams); type and
+    # class byte for byte: lower-casing them would turn type 65 (HTTPS, 0x0041)
+    # into 97 and throw the real reply away as spoofed.
+    if qdcount == 1 and (
+        data[wire.HEADER_LEN : end - 4].lower() != question[:-4]
+        or data[end - 4 : end] != question[-4:]
+    ):
         return Verdict.NOT_OURS  # another question: a spoofing attempt or a late reply
     if qdcount != 1 or data[2] & _OPCODE_BITS:
         return Verdict.MALFORMED  # our ID and address, but not an answer to a QUERY

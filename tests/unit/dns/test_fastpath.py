@@ -232,3 +232,20 @@ def test_entry_size_estimates_are_near_what_python_allocates() -> None:
         tracemalloc.stop()
         ratio = table.bytes / measured
         assert 0.7 < ratio < 1.5, (make_entry.__name__, table.bytes, measured)
+
+
+def test_every_qtype_and_qclass_has_its_own_key() -> None:
+    """Issue 8: the cache key folds the name's case only, over all 65,536 types and classes."""
+    base = query_bytes("WwW.example.com", "A")
+    qtype_at = len(base) - 4
+    keys_by_type: set[bytes] = set()
+    keys_by_class: set[bytes] = set()
+    for value in range(65536):
+        two = value.to_bytes(2, "big")
+        by_type = key(base[:qtype_at] + two + base[qtype_at + 2 :])
+        by_class = key(base[: qtype_at + 2] + two)
+        assert by_type is not None and by_type.endswith(two + b"\x00\x01\x00")
+        assert by_class is not None and by_class.endswith(two + b"\x00")
+        keys_by_type.add(by_type)
+        keys_by_class.add(by_class)
+    assert len(keys_by_type) == len(keys_by_class) == 65536

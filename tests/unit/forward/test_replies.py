@@ -105,3 +105,21 @@ def test_any_bytes_get_a_verdict_and_only_whole_answers_are_answers() -> None:
             verify.walk_strict(data)
             assert data[12 : 12 + len(QUESTION)].lower() == QUESTION
     assert seen == set(Verdict)
+
+
+def test_every_qtype_and_qclass_matches_its_own_reply() -> None:
+    """Issue 8: type and class bytes were lower-cased with the name, so replies to
+    types 65-90 (HTTPS among them) and types with a high byte of 0x41-0x5A were
+    ignored as spoofed. All 65,536 types, and every class byte pattern."""
+    name = b"\x03WwW\x07Example\x03com\x00"  # the upstream echoes 0x20 case
+    header = b"\x12\x34\x81\x80\x00\x01\x00\x00\x00\x00\x00\x00"
+    for value in range(65536):
+        two = value.to_bytes(2, "big")
+        for question_tail in (two + b"\x00\x01", b"\x00\x01" + two):  # qtype, then qclass
+            question = name.lower() + question_tail
+            reply = header + name + question_tail
+            assert classify(reply, question) is Verdict.ANSWER, (value, question_tail)
+            # ... and never another type's or class's reply.
+            other = (value ^ 0x20).to_bytes(2, "big")
+            wrong_tail = question_tail.replace(two, other, 1)
+            assert classify(header + name + wrong_tail, question) is Verdict.NOT_OURS
