@@ -20,7 +20,6 @@ import dns.rdataclass
 import dns.rdatatype
 
 HEADER_LEN = 12
-MAX_LABEL_LEN = 63
 MAX_NAME_LEN = 255
 # RFC 1035 4.2.1: without EDNS a UDP answer is at most 512 bytes.
 CLASSIC_UDP_LIMIT = 512
