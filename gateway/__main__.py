@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway import options as cfg
+from gateway.dnsmasq_conf import Notice
 from gateway.errors import StartupError
 
 # The exit code of a gateway that cannot start as configured (argparse's, too).
@@ -48,8 +49,11 @@ def _refuse(exc: Exception) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     given: dict[str, Any] = {k: v for k, v in vars(args).items() if v is not None and k != "config"}
+    notices: list[Notice] = []
     try:
-        config = cfg.build(given, config_file=Path(args.config) if args.config else None)
+        config = cfg.build(
+            given, config_file=Path(args.config) if args.config else None, notices=notices
+        )
     except StartupError as exc:
         return _refuse(exc)
     config = cfg.with_system_defaults(config)
@@ -58,6 +62,8 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    for notice in notices:
+        notice.log(logging.getLogger("gateway.dnsmasq_conf"))
     from gateway import app
 
     try:

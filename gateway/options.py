@@ -8,8 +8,9 @@ environment mapping (:func:`read_environment`), the checks of
 :func:`convert`, and the README's option table (:func:`markdown_table`,
 ``python -m gateway.options --markdown``).
 
-Sources, later ones winning: defaults, environment, a TOML file
-(``--config``), command-line flags. Reading a source is one step
+Sources, later ones winning: defaults, a dnsmasq configuration
+(``--dnsmasq-conf``, read by ``gateway.dnsmasq_conf``), environment, a TOML
+file (``--config``), command-line flags. Reading a source is one step
 (:func:`read_toml`, :func:`read_environment`), checking its values another
 (:func:`convert`); either raises :class:`ConfigError` naming the option and
 the source (the file, "environment" or "command line").
@@ -31,9 +32,12 @@ import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, Final, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 from gateway.errors import StartupError
+
+if TYPE_CHECKING:
+    from gateway.dnsmasq_conf import Notice
 
 DEFAULT_DNS_PORT = 53
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -423,6 +427,15 @@ class Config:
     alt_domain: str | None = field(
         default=None,
         metadata=declare(_domain, "a second domain answered like `--domain`", metavar="NAME"),
+    )
+    dnsmasq_conf: Path | None = field(
+        default=None,
+        metadata=declare(
+            _path,
+            "a dnsmasq configuration to run with (its `conf-file=`, `conf-dir=` followed); "
+            "environment, TOML and flags override it (see Coming from dnsmasq)",
+            metavar="FILE",
+        ),
     )
     datacenter: str = field(
         default="dc1", metadata=declare(_label, "the local datacenter", metavar="NAME")
@@ -860,16 +873,37 @@ def build(
     *,
     config_file: Path | None = None,
     env: Mapping[str, str] | None = None,
+    notices: list[Notice] | None = None,
 ) -> Config:
-    """Defaults < environment < TOML file < command line, then cross-checks.
+    """Defaults < dnsmasq configuration < environment < TOML file < command line,
+    then cross-checks.
 
-    Reads nothing but the given file: see :func:`with_system_defaults`.
+    Reads nothing but the given files (the TOML file, ``dnsmasq_conf`` and what
+    it includes): see :func:`with_system_defaults`. What the dnsmasq
+    configuration has to say (options of no effect here, the Consul domain
+    taken over by the catalog) is appended to ``notices``, to be logged once
+    logging is set up.
     """
     merged: dict[str, Any] = {}
     merged.update(convert(read_environment(os.environ if env is None else env), "environment"))
     if config_file is not None:
         merged.update(convert(read_toml(config_file), str(config_file)))
     merged.update(convert(cli, "command line"))
+    dnsmasq_path = merged.get("dnsmasq_conf")
+    if dnsmasq_path is not None:
+        # Imported here: gateway.dnsmasq_conf builds on this module's declarations.
+        from gateway import dnsmasq_conf
+
+        domain = merged.get("domain", _BY_NAME["domain"].default)
+        alt_domain = merged.get("alt_domain")
+        context = dnsmasq_conf.Context(
+            consul_domains=(domain,) if alt_domain is None else (domain, alt_domain),
+            consul_url=merged.get("consul"),
+        )
+        below, found = dnsmasq_conf.load(dnsmasq_path, context)
+        if notices is not None:
+            notices.extend(found)
+        merged = {**below, **merged}
     return check(Config(**merged), config_file)
 
 
