@@ -1,12 +1,15 @@
 """dnsmasq as a caching forwarder: a peer in the benchmark and a fixture in tests.
 
 Configured only by its command line (never /etc/dnsmasq.conf or /etc/resolv.conf), on
-loopback, with loopback upstreams only.
+loopback, with loopback upstreams only; or, with ``conf_file``, by a configuration file
+of the caller's (the differential test of ``--dnsmasq-conf``), which must keep to
+loopback itself.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 from harness.ports import LOOPBACK, is_loopback
 from harness.process import DnsServerProcess, current_user_group, find_binary
@@ -17,6 +20,11 @@ class DnsmasqServer(DnsServerProcess):
 
     ``servers`` are dnsmasq ``--server`` values, e.g. ``"127.0.0.1#5300"`` or
     ``"/consul/127.0.0.1#8600"``; every address in them must be loopback.
+
+    ``conf_file``: dnsmasq reads that file instead of the defaults above
+    (``cache_size``, ``--no-resolv``, ``--no-hosts``, ``--no-poll``), included from a
+    file of ours that sets only the port and the loopback listen address, as
+    ``port=`` and ``listen-address=`` lines (the file's own would clash with them).
     """
 
     label = "dnsmasq"
@@ -35,6 +43,7 @@ class DnsmasqServer(DnsServerProcess):
         cache_size: int = 10000,
         log_queries: bool = False,
         extra_args: Sequence[str] = (),
+        conf_file: Path | None = None,
     ) -> None:
         if host != LOOPBACK:
             raise ValueError("DnsmasqServer listens on 127.0.0.1 only")
@@ -47,10 +56,31 @@ class DnsmasqServer(DnsServerProcess):
         self.cache_size = cache_size
         self.log_queries = log_queries
         self.extra_args = tuple(extra_args)
+        self.conf_file = conf_file
+        self.top_conf = self.workdir / "dnsmasq.conf"
         self.dnsmasq = find_binary("dnsmasq")
+
+    def prepare(self) -> None:
+        if self.conf_file is not None:
+            self.top_conf.write_text(
+                f"port={self.port}\nlisten-address={self.host}\nbind-interfaces\n"
+                f"conf-file={self.conf_file}\n"
+            )
 
     def command(self) -> list[str]:
         user, group = current_user_group()
+        if self.conf_file is not None:
+            return [
+                self.dnsmasq,
+                "--keep-in-foreground",
+                f"--conf-file={self.top_conf}",
+                f"--user={user}",
+                f"--group={group}",
+                "--pid-file=",
+                "--log-facility=-",
+                *(f"--server={s}" for s in self.servers),
+                *self.extra_args,
+            ]
         args = [
             self.dnsmasq,
             "--keep-in-foreground",

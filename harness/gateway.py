@@ -57,7 +57,9 @@ class GatewayProcess(DnsServerProcess):
     query arrives over UDP: that proves the listener is up without assuming anything about
     what the gateway serves. Pass ``probe_name`` (e.g. ``"consul."``) to probe a name the
     gateway answers itself when its upstream is deliberately down. ``launcher`` replaces
-    ``[python, -m, gateway]``, e.g. to run it under a profiler.
+    ``[python, -m, gateway]``, e.g. to run it under a profiler. ``listen_flag=False``
+    leaves ``--listen`` out: the configuration given in ``args`` must then listen on
+    ``host``/``port`` (e.g. a ``--dnsmasq-conf`` with ``port=``).
     """
 
     label = "gateway"
@@ -72,6 +74,7 @@ class GatewayProcess(DnsServerProcess):
         probe_name: str = ".",
         probe_type: str = "SOA",
         launcher: Sequence[str] | None = None,
+        listen_flag: bool = True,
     ) -> None:
         child_env = dict(os.environ)
         # Unbuffered, so the log tail in a failure message is up to date.
@@ -85,9 +88,11 @@ class GatewayProcess(DnsServerProcess):
         self.launcher = (
             tuple(launcher) if launcher is not None else (sys.executable, "-m", "gateway")
         )
+        self.listen_flag = listen_flag
 
     def command(self) -> list[str]:
-        return [*self.launcher, "--listen", host_port(self.host, self.port), *self.args]
+        listen = ("--listen", host_port(self.host, self.port)) if self.listen_flag else ()
+        return [*self.launcher, *listen, *self.args]
 
 
 class ConsulGateway(GatewayProcess):

@@ -20,7 +20,8 @@ from harness.zone import ZONE, ZONE_RECORDS, ZoneRecord, zone_file_text
 
 
 class KnotUpstream(DnsServerProcess):
-    """Knot DNS authoritative for ``example.test.`` (see ``ZONE_RECORDS``).
+    """Knot DNS authoritative for ``example.test.`` (see ``ZONE_RECORDS``), or for
+    ``zone`` with ``records`` of the caller's.
 
     ``query_count()`` reads Knot's mod-stats counters over its control socket;
     they reset on every (re)start.
@@ -36,12 +37,16 @@ class KnotUpstream(DnsServerProcess):
         host: str = LOOPBACK,
         port: int | None = None,
         records: Sequence[ZoneRecord] = ZONE_RECORDS,
+        zone: str = ZONE,
     ) -> None:
         # Always a fresh short temp dir: the control socket lives there and Unix
         # socket paths are limited to ~107 bytes, which pytest's tmp_path can exceed.
         super().__init__(host=host, port=port)
         self.records = tuple(records)
-        self.zone_path = self.workdir / "example.test.zone"
+        # Another zone (e.g. a reverse zone) takes records written for it.
+        self.zone = zone
+        self.probe_name = zone
+        self.zone_path = self.workdir / "zone.db"
         self.config_path = self.workdir / "knot.conf"
         self.control_socket = self.workdir / "knot.sock"
         self.knotd = find_binary("knotd")
@@ -94,7 +99,7 @@ template:
     global-module: mod-stats/counters
 
 zone:
-  - domain: {ZONE}
+  - domain: {self.zone}
     file: "{self.zone_path}"
 """
 

@@ -361,9 +361,7 @@ def test_options_of_no_effect_warn_with_file_and_line(line: str) -> None:
 
 
 def test_a_bad_value_names_its_file_and_line() -> None:
-    files = FakeFiles(
-        {"/m.conf": "port=53\nconf-file=/x.conf\n", "/x.conf": "\n\ncache-size=-1\n"}
-    )
+    files = FakeFiles({"/m.conf": "port=53\nconf-file=/x.conf\n", "/x.conf": "\n\ncache-size=-1\n"})
     with pytest.raises(ConfigError, match=r"^/x.conf:3: cache-size=-1: -1 is out of range 0-"):
         dm.load(Path("/m.conf"), Context(), files)  # fmt: skip
 
