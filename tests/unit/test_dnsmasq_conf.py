@@ -245,13 +245,38 @@ def test_each_option_maps(line: str, option: str, value: object) -> None:
     assert translate(line + "\n").values[option] == value
 
 
-ISSUE_LIST = (
-    "server rev-server local address no-resolv resolv-file no-poll no-hosts addn-hosts "
-    "domain-needed bogus-priv stop-dns-rebind rebind-domain-ok listen-address interface "
-    "bind-interfaces port cache-size neg-ttl local-ttl max-ttl min-cache-ttl max-cache-ttl "
-    "no-negcache dns-forward-max edns-packet-max strict-order all-servers log-queries "
-    "local-service"
-).split()
+ISSUE_LIST = [
+    "server",
+    "rev-server",
+    "local",
+    "address",
+    "no-resolv",
+    "resolv-file",
+    "no-poll",
+    "no-hosts",
+    "addn-hosts",
+    "domain-needed",
+    "bogus-priv",
+    "stop-dns-rebind",
+    "rebind-domain-ok",
+    "listen-address",
+    "interface",
+    "bind-interfaces",
+    "port",
+    "cache-size",
+    "neg-ttl",
+    "local-ttl",
+    "max-ttl",
+    "min-cache-ttl",
+    "max-cache-ttl",
+    "no-negcache",
+    "dns-forward-max",
+    "edns-packet-max",
+    "strict-order",
+    "all-servers",
+    "log-queries",
+    "local-service",
+]
 
 
 @pytest.mark.parametrize("name", ISSUE_LIST)
