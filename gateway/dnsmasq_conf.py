@@ -570,6 +570,14 @@ UNSUPPORTED: dict[str, str] = {
     "version": "a command, not a setting",
 }
 
+
+def _no_effect(name: str) -> str | None:
+    """Why ``name`` changes nothing here, or None if it does."""
+    if name in NO_EFFECT:
+        return NO_EFFECT[name]
+    return next((why for p, why in _NO_EFFECT_PREFIXES.items() if name.startswith(p)), None)
+
+
 # Options read by read_directives() before translation.
 _INCLUDES = frozenset({"conf-file", "conf-dir"})
 
@@ -593,11 +601,8 @@ def translate(directives: Iterable[Directive], context: Context) -> Translation:
             out.warn(d, "read once at start; SIGHUP does not re-read it")
         elif d.name in _INCLUDES:
             pass  # only if handed in unread; read_directives() follows them
-        elif d.name in NO_EFFECT:
-            out.warn(d, f"no effect here: {NO_EFFECT[d.name]}")
-        elif any(d.name.startswith(p) for p in _NO_EFFECT_PREFIXES):
-            prefix = next(p for p in _NO_EFFECT_PREFIXES if d.name.startswith(p))
-            out.warn(d, f"no effect here: {_NO_EFFECT_PREFIXES[prefix]}")
+        elif (why := _no_effect(d.name)) is not None:
+            out.warn(d, f"no effect here: {why}")
         elif d.name in UNSUPPORTED:
             raise d.error(f"not supported: {UNSUPPORTED[d.name]}")
         else:
@@ -708,22 +713,11 @@ def load(
     return convert(translation), translation.notices
 
 
-def known_names() -> frozenset[str]:
-    """Every option name the translation has a rule for (mapped, no effect, unsupported)."""
-    return (
-        frozenset(_MAPPED)
-        | frozenset(NO_EFFECT)
-        | frozenset(UNSUPPORTED)
-        | _INCLUDES
-        | {"servers-file"}
-    )
-
-
 def describe(name: str) -> str:
     """What happens to one dnsmasq option: for the README's table and tests."""
     if name in _MAPPED:
         return "mapped"
-    if name in NO_EFFECT or any(name.startswith(p) for p in _NO_EFFECT_PREFIXES):
+    if _no_effect(name) is not None:
         return "warning"
     if name in UNSUPPORTED:
         return "error"
