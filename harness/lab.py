@@ -1,0 +1,205 @@
+"""The container lab of ``deploy/lab/`` driven from Python: images built by
+``tools/build-lab-image.sh``, the lab brought up and down by ``deploy/lab/lab.sh`` in a
+network namespace of its own (the host's namespace sees no bridge, no address), and
+commands run inside its containers with ``podman exec``.
+
+A lab is named ``cdg-lab-test-<pid>``: one left behind by a runner that was SIGKILLed
+is recognised by its dead pid and removed before a new one starts.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Self
+
+from harness.consul import consul_binary
+from harness.process import Closing, find_binary
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+LAB_DIR = REPO_ROOT / "deploy" / "lab"
+LAB_SCRIPT = LAB_DIR / "lab.sh"
+BUILD_SCRIPT = REPO_ROOT / "tools" / "build-lab-image.sh"
+CONTAINERS_CONF = LAB_DIR / "containers.conf"
+# A cold build (debootstrap, wheels, two images) took about 2 minutes on an idle
+# 2-core VM; the bound leaves room for a loaded machine and a slow mirror.
+BUILD_TIMEOUT_S = 1200.0
+# Bringing the lab up or down: nine containers, each a few podman calls.
+LAB_COMMAND_TIMEOUT_S = 300.0
+# One command inside a container (a lookup, touching a file).
+EXEC_TIMEOUT_S = 60.0
+NAME_PREFIX = "cdg-lab-test-"
+LABEL_KEY = "consul-dns-gateway-lab"
+# Candidate subnets: 10.153.<n>.0/24, the first one no podman network uses.
+SUBNET_SECOND_OCTET = 153
+SUBNET_THIRD_OCTETS = range(53, 253)
+
+# Host parts of the lab's addresses (deploy/lab/lab.sh).
+HOSTS = {
+    "server-1": 11,
+    "server-2": 12,
+    "server-3": 13,
+    "app-1": 21,
+    "app-2": 22,
+    "site-dns": 31,
+    "gateway": 53,
+    "client": 100,
+}
+
+
+@dataclass(frozen=True)
+class LabImages:
+    gateway: str
+    consul: str
+
+
+def podman_env() -> dict[str, str]:
+    """The environment of every podman call: the lab's containers.conf (runc, no ulimits)."""
+    return {**os.environ, "CONTAINERS_CONF": str(CONTAINERS_CONF)}
+
+
+def podman(*argv: str, timeout: float = EXEC_TIMEOUT_S) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [find_binary("podman"), *argv],
+        env=podman_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def build_images() -> LabImages:
+    """The gateway and Consul images (cached base; the gateway image from this checkout)."""
+    env = {**podman_env(), "PYTHON": sys.executable, "CONSUL_BIN": consul_binary()}
+    proc = subprocess.run(
+        [str(BUILD_SCRIPT)],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=BUILD_TIMEOUT_S,
+        check=False,
+    )
+    lines = proc.stdout.split()
+    if proc.returncode != 0 or len(lines) != 2:
+        raise RuntimeError(
+            f"{BUILD_SCRIPT.name} failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}"
+        )
+    return LabImages(gateway=lines[0], consul=lines[1])
+
+
+def used_subnets() -> set[ipaddress.IPv4Network]:
+    proc = podman("network", "ls", "--format", "{{range .Subnets}}{{.Subnet}} {{end}}")
+    if proc.returncode != 0:
+        raise RuntimeError(f"podman network ls: {proc.stderr}")
+    found: set[ipaddress.IPv4Network] = set()
+    for text in proc.stdout.split():
+        net = ipaddress.ip_network(text, strict=False)
+        if isinstance(net, ipaddress.IPv4Network):
+            found.add(net)
+    return found
+
+
+def free_prefix() -> str:
+    """The first three octets of a /24 no podman network overlaps (podman refuses those)."""
+    used = used_subnets()
+    for third in SUBNET_THIRD_OCTETS:
+        prefix = f"10.{SUBNET_SECOND_OCTET}.{third}"
+        candidate = ipaddress.IPv4Network(f"{prefix}.0/24")
+        if not any(candidate.overlaps(net) for net in used):
+            return prefix
+    raise RuntimeError("no free 10.153.x.0/24 for the lab")
+
+
+def _pid_alive(pid: int) -> bool:
+    return Path(f"/proc/{pid}").exists()
+
+
+class ContainerLab(Closing):
+    """One lab: ``start()`` brings it up (after removing labs of dead test runners),
+    ``close()`` tears it down and deletes its network namespace."""
+
+    def __init__(self, images: LabImages, name: str | None = None) -> None:
+        self.images = images
+        self.name = name or f"{NAME_PREFIX}{os.getpid()}"
+        self.prefix = ""
+
+    def _env(self, name: str, prefix: str) -> dict[str, str]:
+        return {
+            **podman_env(),
+            "LAB_NAME": name,
+            "LAB_NETNS": name,
+            "LAB_SUBNET": prefix,
+            "LAB_GATEWAY_IMAGE": self.images.gateway,
+            "LAB_CONSUL_IMAGE": self.images.consul,
+        }
+
+    def _script(self, action: str, name: str, prefix: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(LAB_SCRIPT), action],
+            env=self._env(name, prefix),
+            capture_output=True,
+            text=True,
+            timeout=LAB_COMMAND_TIMEOUT_S,
+            check=False,
+        )
+
+    def remove_stale(self) -> list[str]:
+        """Labs of test runners that died without tearing down: removed, names returned."""
+        proc = podman("network", "ls", "--format", "{{.Name}}")
+        stale = []
+        for net in proc.stdout.split():
+            match = re.fullmatch(re.escape(NAME_PREFIX) + r"(\d+)", net)
+            if match and net != self.name and not _pid_alive(int(match.group(1))):
+                self._script("down", net, "")
+                stale.append(net)
+        return stale
+
+    def start(self) -> Self:
+        self.remove_stale()
+        self._script("down", self.name, "")  # a lab of an earlier runner with our pid
+        self.prefix = free_prefix()
+        proc = self._script("up", self.name, self.prefix)
+        if proc.returncode != 0:
+            raise RuntimeError(f"lab.sh up failed (exit {proc.returncode}):\n{proc.stderr}")
+        return self
+
+    def down(self) -> subprocess.CompletedProcess[str]:
+        return self._script("down", self.name, self.prefix)
+
+    def close(self) -> None:
+        self.down()
+
+    def address(self, host: str) -> str:
+        return f"{self.prefix}.{HOSTS[host]}"
+
+    def exec(
+        self, container: str, *argv: str, timeout: float = EXEC_TIMEOUT_S
+    ) -> subprocess.CompletedProcess[str]:
+        """``argv`` run in the lab's container ``container`` (e.g. ``client``)."""
+        return podman("exec", f"{self.name}-{container}", *argv, timeout=timeout)
+
+    def containers(self) -> list[str]:
+        """Names of the lab's containers, running or not."""
+        proc = podman(
+            "ps", "-a", "--filter", f"label={LABEL_KEY}={self.name}", "--format", "{{.Names}}"
+        )
+        if proc.returncode != 0:
+            raise RuntimeError(f"podman ps: {proc.stderr}")
+        return proc.stdout.split()
+
+    def network_exists(self) -> bool:
+        return podman("network", "exists", self.name).returncode == 0
+
+    def netns_exists(self) -> bool:
+        return Path("/run/netns", self.name).exists()
+
+    def logs(self, container: str) -> str:
+        proc = podman("logs", "--tail", "30", f"{self.name}-{container}")
+        return proc.stdout + proc.stderr
