@@ -1,10 +1,12 @@
 """The container lab of ``deploy/lab/`` driven from Python: images built by
-``tools/build-lab-image.sh``, the lab brought up and down by ``deploy/lab/lab.sh`` in a
-network namespace of its own (the host's namespace sees no bridge, no address), and
-commands run inside its containers with ``podman exec``.
+``tools/build-lab-image.sh``, the lab brought up and down in a network namespace of its
+own (the host's namespace sees no bridge, no address) either by ``deploy/lab/lab.sh``
+(:class:`ContainerLab`) or by podman-compose from ``deploy/lab/compose.yaml``
+(:class:`ComposeLab`), and commands run inside its containers with ``podman exec``.
 
-A lab is named ``cdg-lab-test-<pid>``: one left behind by a runner that was SIGKILLed
-is recognised by its dead pid and removed before a new one starts.
+A lab is named ``cdg-lab-test-<pid>`` (``cdg-lab-compose-<pid>``): one left behind by
+a runner that was SIGKILLed is recognised by its dead pid and removed before a new one
+starts.
 """
 
 from __future__ import annotations
@@ -33,8 +35,16 @@ BUILD_TIMEOUT_S = 1200.0
 LAB_COMMAND_TIMEOUT_S = 300.0
 # One command inside a container (a lookup, touching a file).
 EXEC_TIMEOUT_S = 60.0
+COMPOSE_FILE = LAB_DIR / "compose.yaml"
 NAME_PREFIX = "cdg-lab-test-"
+COMPOSE_PREFIX = "cdg-lab-compose-"
 LABEL_KEY = "consul-dns-gateway-lab"
+# The labels podman-compose puts on what it makes.
+COMPOSE_PROJECT_LABEL = "io.podman.compose.project"
+COMPOSE_SERVICE_LABEL = "com.docker.compose.service"
+# compose.yaml's fixed subnet.
+COMPOSE_PREFIX_ADDRESS = "10.153.53"
+NETNS_DIR = Path("/run/netns")
 # Candidate subnets: 10.153.<n>.0/24, the first one no podman network uses.
 SUBNET_SECOND_OCTET = 153
 SUBNET_THIRD_OCTETS = range(53, 253)
@@ -121,9 +131,79 @@ def _pid_alive(pid: int) -> bool:
     return Path(f"/proc/{pid}").exists()
 
 
-class ContainerLab(Closing):
-    """One lab: ``start()`` brings it up (after removing labs of dead test runners),
-    ``close()`` tears it down and deletes its network namespace."""
+def _stale(names: list[str], prefix: str, own: str) -> list[str]:
+    """Names ``<prefix><pid>`` (maybe with a suffix) of test runners no longer alive."""
+    found = []
+    for name in names:
+        match = re.match(re.escape(prefix) + r"(\d+)", name)
+        if match and match.group(0) != own and not _pid_alive(int(match.group(1))):
+            found.append(match.group(0))
+    return sorted(set(found))
+
+
+def _netns_add(name: str) -> None:
+    if not (NETNS_DIR / name).exists():
+        subprocess.run([find_binary("ip"), "netns", "add", name], check=True, timeout=30)
+    subprocess.run(
+        [find_binary("ip"), "-n", name, "link", "set", "lo", "up"], check=True, timeout=30
+    )
+
+
+def _netns_del(name: str) -> None:
+    if (NETNS_DIR / name).exists():
+        subprocess.run([find_binary("ip"), "netns", "del", name], check=False, timeout=30)
+
+
+class Lab(Closing):
+    """What the tests see of a running lab, however it was brought up."""
+
+    name: str
+    prefix: str
+
+    def container(self, service: str) -> str:
+        raise NotImplementedError
+
+    def address(self, host: str) -> str:
+        return f"{self.prefix}.{HOSTS[host]}"
+
+    def exec(
+        self, service: str, *argv: str, timeout: float = EXEC_TIMEOUT_S
+    ) -> subprocess.CompletedProcess[str]:
+        """``argv`` run in the lab's container of ``service`` (e.g. ``client``)."""
+        return podman("exec", self.container(service), *argv, timeout=timeout)
+
+    def logs(self, service: str) -> str:
+        proc = podman("logs", "--tail", "30", self.container(service))
+        return proc.stdout + proc.stderr
+
+    def containers(self) -> list[str]:
+        """Names of the lab's containers, running or not."""
+        raise NotImplementedError
+
+    def down(self) -> subprocess.CompletedProcess[str] | None:
+        """Tear the lab down; the result of the command, None when there was nothing."""
+        raise NotImplementedError
+
+    def networks(self) -> list[str]:
+        """Names of the lab's podman networks."""
+        proc = podman("network", "ls", "--format", "{{.Name}}")
+        if proc.returncode != 0:
+            raise RuntimeError(f"podman network ls: {proc.stderr}")
+        return [net for net in proc.stdout.split() if net.startswith(self.name)]
+
+    def netns_exists(self) -> bool:
+        return (NETNS_DIR / self.name).exists()
+
+    def _ps(self, label: str) -> list[str]:
+        proc = podman("ps", "-a", "--filter", f"label={label}", "--format", "{{.Names}}")
+        if proc.returncode != 0:
+            raise RuntimeError(f"podman ps: {proc.stderr}")
+        return proc.stdout.split()
+
+
+class ContainerLab(Lab):
+    """The lab of ``deploy/lab/lab.sh``: ``start()`` brings it up (after removing labs of
+    dead test runners), ``close()`` tears it down and deletes its network namespace."""
 
     def __init__(self, images: LabImages, name: str | None = None) -> None:
         self.images = images
@@ -150,19 +230,10 @@ class ContainerLab(Closing):
             check=False,
         )
 
-    def remove_stale(self) -> list[str]:
-        """Labs of test runners that died without tearing down: removed, names returned."""
-        proc = podman("network", "ls", "--format", "{{.Name}}")
-        stale = []
-        for net in proc.stdout.split():
-            match = re.fullmatch(re.escape(NAME_PREFIX) + r"(\d+)", net)
-            if match and net != self.name and not _pid_alive(int(match.group(1))):
-                self._script("down", net, "")
-                stale.append(net)
-        return stale
-
     def start(self) -> Self:
-        self.remove_stale()
+        networks = podman("network", "ls", "--format", "{{.Name}}").stdout.split()
+        for stale in _stale(networks, NAME_PREFIX, self.name):
+            self._script("down", stale, "")
         self._script("down", self.name, "")  # a lab of an earlier runner with our pid
         self.prefix = free_prefix()
         proc = self._script("up", self.name, self.prefix)
@@ -170,36 +241,89 @@ class ContainerLab(Closing):
             raise RuntimeError(f"lab.sh up failed (exit {proc.returncode}):\n{proc.stderr}")
         return self
 
-    def down(self) -> subprocess.CompletedProcess[str]:
+    def down(self) -> subprocess.CompletedProcess[str] | None:
         return self._script("down", self.name, self.prefix)
 
     def close(self) -> None:
         self.down()
 
-    def address(self, host: str) -> str:
-        return f"{self.prefix}.{HOSTS[host]}"
-
-    def exec(
-        self, container: str, *argv: str, timeout: float = EXEC_TIMEOUT_S
-    ) -> subprocess.CompletedProcess[str]:
-        """``argv`` run in the lab's container ``container`` (e.g. ``client``)."""
-        return podman("exec", f"{self.name}-{container}", *argv, timeout=timeout)
+    def container(self, service: str) -> str:
+        return f"{self.name}-{service}"
 
     def containers(self) -> list[str]:
-        """Names of the lab's containers, running or not."""
-        proc = podman(
-            "ps", "-a", "--filter", f"label={LABEL_KEY}={self.name}", "--format", "{{.Names}}"
+        return self._ps(f"{LABEL_KEY}={self.name}")
+
+
+class ComposeLab(Lab):
+    """The lab of ``deploy/lab/compose.yaml`` under podman-compose, in a network
+    namespace of its own. Its subnet is fixed: one at a time (podman refuses a second
+    network on it)."""
+
+    def __init__(self, images: LabImages, name: str | None = None) -> None:
+        self.images = images
+        self.name = name or f"{COMPOSE_PREFIX}{os.getpid()}"
+        self.prefix = COMPOSE_PREFIX_ADDRESS
+
+    def _compose(self, name: str, *argv: str) -> subprocess.CompletedProcess[str]:
+        compose = Path(sys.executable).parent / "podman-compose"
+        return subprocess.run(
+            [
+                find_binary("nsenter"),
+                f"--net={NETNS_DIR / name}",
+                str(compose),
+                "--file",
+                str(COMPOSE_FILE),
+                "--project-name",
+                name,
+                *argv,
+            ],
+            env=podman_env(),
+            cwd=LAB_DIR,
+            capture_output=True,
+            text=True,
+            timeout=LAB_COMMAND_TIMEOUT_S,
+            check=False,
         )
+
+    def _down(self, name: str) -> subprocess.CompletedProcess[str] | None:
+        if not (NETNS_DIR / name).exists():
+            return None
+        proc = self._compose(name, "down", "--timeout", "0")
+        _netns_del(name)
+        return proc
+
+    def start(self) -> Self:
+        names = [p.name for p in NETNS_DIR.iterdir()] if NETNS_DIR.is_dir() else []
+        for stale in [*_stale(names, COMPOSE_PREFIX, self.name), self.name]:
+            self._down(stale)
+        _netns_add(self.name)
+        proc = self._compose(self.name, "up", "--detach")
         if proc.returncode != 0:
-            raise RuntimeError(f"podman ps: {proc.stderr}")
-        return proc.stdout.split()
+            raise RuntimeError(
+                f"podman-compose up failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}"
+            )
+        return self
 
-    def network_exists(self) -> bool:
-        return podman("network", "exists", self.name).returncode == 0
+    def down(self) -> subprocess.CompletedProcess[str] | None:
+        return self._down(self.name)
 
-    def netns_exists(self) -> bool:
-        return Path("/run/netns", self.name).exists()
+    def close(self) -> None:
+        self.down()
 
-    def logs(self, container: str) -> str:
-        proc = podman("logs", "--tail", "30", f"{self.name}-{container}")
-        return proc.stdout + proc.stderr
+    def container(self, service: str) -> str:
+        proc = podman(
+            "ps",
+            "--filter",
+            f"label={COMPOSE_PROJECT_LABEL}={self.name}",
+            "--filter",
+            f"label={COMPOSE_SERVICE_LABEL}={service}",
+            "--format",
+            "{{.Names}}",
+        )
+        names = proc.stdout.split()
+        if len(names) != 1:
+            raise RuntimeError(f"no single container for {service}: {names} {proc.stderr}")
+        return names[0]
+
+    def containers(self) -> list[str]:
+        return self._ps(f"{COMPOSE_PROJECT_LABEL}={self.name}")

@@ -91,5 +91,7 @@ if ! podman image exists "$CONSUL_IMAGE"; then
   podman build --quiet --network none --build-arg "BASE=$BASE_IMAGE" \
     -t "$CONSUL_IMAGE" -f "$REPO/deploy/lab/Containerfile.consul" "$CTX/consul" >/dev/null
 fi
+# Stable names for deploy/lab/compose.yaml.
+podman tag "$CONSUL_IMAGE" localhost/consul-dns-gateway-consul:lab
 echo "$GATEWAY_IMAGE"
 echo "$CONSUL_IMAGE"

@@ -1,4 +1,5 @@
-"""The container lab of ``deploy/lab/``, run for real with podman: three Consul servers,
+"""The container lab of ``deploy/lab/``, run for real with podman, brought up both
+documented ways (``lab.sh`` and ``compose.yaml`` under podman-compose): three Consul servers,
 two app containers each registering the app with its own Consul client agent from a
 static service definition with an HTTP health check, a site DNS server, the gateway
 image beside a Consul client agent, and a client whose only resolver is the gateway.
@@ -16,7 +17,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from harness.lab import BUILD_TIMEOUT_S, ContainerLab, build_images
+from harness.lab import BUILD_TIMEOUT_S, ComposeLab, ContainerLab, Lab, LabImages, build_images
 from harness.process import wait_for
 
 # The first test pays for the image build (cold: debootstrap and the Consul image).
@@ -58,13 +59,19 @@ print(json.dumps({
 
 
 @pytest.fixture(scope="module")
-def lab() -> Iterator[ContainerLab]:
-    images = build_images()
-    with ContainerLab(images) as running:
+def images() -> LabImages:
+    return build_images()
+
+
+@pytest.fixture(scope="module", params=["lab.sh", "compose.yaml"])
+def lab(request: pytest.FixtureRequest, images: LabImages) -> Iterator[Lab]:
+    """The lab brought up each documented way: the podman script, then podman-compose."""
+    kind = ContainerLab if request.param == "lab.sh" else ComposeLab
+    with kind(images) as running:
         yield running
 
 
-def addresses(lab: ContainerLab, name: str) -> frozenset[str]:
+def addresses(lab: Lab, name: str) -> frozenset[str]:
     """The IPv4 addresses libc's resolver in the client gets for ``name``."""
     proc = lab.exec("client", "getent", "ahostsv4", name)
     if proc.returncode != 0:
@@ -72,14 +79,14 @@ def addresses(lab: ContainerLab, name: str) -> frozenset[str]:
     return frozenset(line.split()[0] for line in proc.stdout.splitlines() if line.strip())
 
 
-def lookup(lab: ContainerLab, name: str, rdtype: str) -> dict[str, object]:
+def lookup(lab: Lab, name: str, rdtype: str) -> dict[str, object]:
     proc = lab.exec("client", CLIENT_PYTHON, "-c", LOOKUP, name, rdtype)
     assert proc.returncode == 0, proc.stderr
     result: dict[str, object] = json.loads(proc.stdout)
     return result
 
 
-def srv_targets(lab: ContainerLab) -> set[tuple[int, str]]:
+def srv_targets(lab: Lab) -> set[tuple[int, str]]:
     reply = lookup(lab, APP_SRV, "SRV")
     assert reply["rcode"] == "NOERROR", reply
     answer = reply["answer"]
@@ -87,11 +94,11 @@ def srv_targets(lab: ContainerLab) -> set[tuple[int, str]]:
     return {(int(r.split()[2]), r.split()[3]) for r in answer}
 
 
-def app_addresses(lab: ContainerLab, *hosts: str) -> frozenset[str]:
+def app_addresses(lab: Lab, *hosts: str) -> frozenset[str]:
     return frozenset(lab.address(h) for h in hosts)
 
 
-def wait(lab: ContainerLab, predicate: Callable[[], bool], timeout: float, what: str) -> None:
+def wait(lab: Lab, predicate: Callable[[], bool], timeout: float, what: str) -> None:
     """Bounded polling for a state of the lab; on timeout the gateway's log tells why."""
     try:
         wait_for(predicate, timeout=timeout, interval=POLL_INTERVAL_S, message=what)
@@ -99,7 +106,7 @@ def wait(lab: ContainerLab, predicate: Callable[[], bool], timeout: float, what:
         raise TimeoutError(f"{exc}\ngateway log:\n{lab.logs('gateway')}") from None
 
 
-def wait_addresses(lab: ContainerLab, expected: frozenset[str], what: str) -> None:
+def wait_addresses(lab: Lab, expected: frozenset[str], what: str) -> None:
     wait(
         lab,
         lambda: addresses(lab, APP) == expected,
@@ -108,7 +115,7 @@ def wait_addresses(lab: ContainerLab, expected: frozenset[str], what: str) -> No
     )
 
 
-def check_status(lab: ContainerLab, app: str) -> str:
+def check_status(lab: Lab, app: str) -> str:
     """The status of the app's check as its own Consul agent reports it."""
     proc = lab.exec(
         app,
@@ -121,7 +128,7 @@ def check_status(lab: ContainerLab, app: str) -> str:
     return proc.stdout.strip()
 
 
-def test_client_resolves_the_app_by_name(lab: ContainerLab) -> None:
+def test_client_resolves_the_app_by_name(lab: Lab) -> None:
     both = app_addresses(lab, "app-1", "app-2")
     wait(lab, lambda: addresses(lab, APP) == both, CONVERGE_TIMEOUT_S, f"{APP}: both apps")
     resolv = lab.exec("client", "cat", "/etc/resolv.conf").stdout
@@ -142,7 +149,7 @@ def test_client_resolves_the_app_by_name(lab: ContainerLab) -> None:
     }
 
 
-def test_gateway_runs_unprivileged(lab: ContainerLab) -> None:
+def test_gateway_runs_unprivileged(lab: Lab) -> None:
     assert lab.exec("gateway", "id", "-u").stdout.strip() == GATEWAY_UID
     # The serving process itself (PID 1 of the gateway container), not just exec's user.
     status = lab.exec("gateway", "cat", "/proc/1/status").stdout
@@ -150,7 +157,7 @@ def test_gateway_runs_unprivileged(lab: ContainerLab) -> None:
     assert uids == [GATEWAY_UID] * 4
 
 
-def test_failing_health_check_removes_the_instance(lab: ContainerLab) -> None:
+def test_failing_health_check_removes_the_instance(lab: Lab) -> None:
     both = app_addresses(lab, "app-1", "app-2")
     wait_addresses(lab, both, "both healthy")
     assert lab.exec("app-1", "rm", HEALTH_FILE).returncode == 0
@@ -175,7 +182,7 @@ def test_failing_health_check_removes_the_instance(lab: ContainerLab) -> None:
     assert len(srv_targets(lab)) == 2
 
 
-def test_other_names_resolve_through_the_gateway(lab: ContainerLab) -> None:
+def test_other_names_resolve_through_the_gateway(lab: Lab) -> None:
     assert addresses(lab, SITE_NAME) == {SITE_ADDRESS}
     reply = lookup(lab, "site.lab", "MX")
     assert reply["server"] == lab.address("gateway")
@@ -187,10 +194,11 @@ def test_other_names_resolve_through_the_gateway(lab: ContainerLab) -> None:
     assert addresses(lab, "missing.site.lab") == frozenset()
 
 
-def test_lab_tears_down(lab: ContainerLab) -> None:
+def test_lab_tears_down(lab: Lab) -> None:
     assert lab.containers(), "the lab should be running before it is torn down"
     proc = lab.down()
+    assert proc is not None
     assert proc.returncode == 0, proc.stderr
     assert lab.containers() == []
-    assert not lab.network_exists()
+    assert lab.networks() == []
     assert not lab.netns_exists()
