@@ -11,11 +11,13 @@ starts.
 
 from __future__ import annotations
 
+import fcntl
 import ipaddress
 import os
 import re
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Self
@@ -45,9 +47,18 @@ COMPOSE_SERVICE_LABEL = "com.docker.compose.service"
 # compose.yaml's fixed subnet.
 COMPOSE_PREFIX_ADDRESS = "10.153.53"
 NETNS_DIR = Path("/run/netns")
-# Candidate subnets: 10.153.<n>.0/24, the first one no podman network uses.
+# Candidate subnets of lab.sh labs: 10.153.<n>.0/24, the first one no podman network
+# uses; 10.153.53.0/24 is compose.yaml's.
 SUBNET_SECOND_OCTET = 153
-SUBNET_THIRD_OCTETS = range(53, 253)
+SUBNET_THIRD_OCTETS = range(54, 253)
+# Test sessions of several checkouts may run at once: choosing a subnet and creating
+# the network is done under a lock, and the compose lab (fixed subnet) holds its own
+# lock while it lives. Waiting for one is bounded by a lab's whole life under load.
+LOCK_DIR = Path("/run/lock")
+SUBNET_LOCK = "consul-dns-gateway-lab-subnet.lock"
+COMPOSE_LOCK = "consul-dns-gateway-lab-compose.lock"
+LOCK_TIMEOUT_S = 1200.0
+LOCK_POLL_S = 1.0
 
 # Host parts of the lab's addresses (deploy/lab/lab.sh).
 HOSTS = {
@@ -125,6 +136,33 @@ def free_prefix() -> str:
         if not any(candidate.overlaps(net) for net in used):
             return prefix
     raise RuntimeError("no free 10.153.x.0/24 for the lab")
+
+
+class FileLock:
+    """An exclusive ``flock`` on a file of ``LOCK_DIR``, waited for with bounded polling."""
+
+    def __init__(self, name: str) -> None:
+        self.path = LOCK_DIR / name
+        self.fd: int | None = None
+
+    def acquire(self, timeout: float = LOCK_TIMEOUT_S) -> None:
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                self.fd = fd
+                return
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    os.close(fd)
+                    raise TimeoutError(f"{self.path} held for more than {timeout:.0f}s") from None
+                time.sleep(LOCK_POLL_S)
+
+    def release(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)  # closing drops the lock
+            self.fd = None
 
 
 def _pid_alive(pid: int) -> bool:
@@ -235,8 +273,13 @@ class ContainerLab(Lab):
         for stale in _stale(networks, NAME_PREFIX, self.name):
             self._script("down", stale, "")
         self._script("down", self.name, "")  # a lab of an earlier runner with our pid
-        self.prefix = free_prefix()
-        proc = self._script("up", self.name, self.prefix)
+        lock = FileLock(SUBNET_LOCK)
+        lock.acquire()
+        try:
+            self.prefix = free_prefix()
+            proc = self._script("up", self.name, self.prefix)
+        finally:
+            lock.release()
         if proc.returncode != 0:
             raise RuntimeError(f"lab.sh up failed (exit {proc.returncode}):\n{proc.stderr}")
         return self
@@ -263,6 +306,7 @@ class ComposeLab(Lab):
         self.images = images
         self.name = name or f"{COMPOSE_PREFIX}{os.getpid()}"
         self.prefix = COMPOSE_PREFIX_ADDRESS
+        self.lock = FileLock(COMPOSE_LOCK)
 
     def _compose(self, name: str, *argv: str) -> subprocess.CompletedProcess[str]:
         compose = Path(sys.executable).parent / "podman-compose"
@@ -277,7 +321,11 @@ class ComposeLab(Lab):
                 name,
                 *argv,
             ],
-            env=podman_env(),
+            env={
+                **podman_env(),
+                "LAB_GATEWAY_IMAGE": self.images.gateway,
+                "LAB_CONSUL_IMAGE": self.images.consul,
+            },
             cwd=LAB_DIR,
             capture_output=True,
             text=True,
@@ -293,6 +341,7 @@ class ComposeLab(Lab):
         return proc
 
     def start(self) -> Self:
+        self.lock.acquire()
         names = [p.name for p in NETNS_DIR.iterdir()] if NETNS_DIR.is_dir() else []
         for stale in [*_stale(names, COMPOSE_PREFIX, self.name), self.name]:
             self._down(stale)
@@ -308,7 +357,10 @@ class ComposeLab(Lab):
         return self._down(self.name)
 
     def close(self) -> None:
-        self.down()
+        try:
+            self.down()
+        finally:
+            self.lock.release()
 
     def container(self, service: str) -> str:
         proc = podman(

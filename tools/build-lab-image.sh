@@ -8,7 +8,9 @@
 #      dependencies built on the host (`pip wheel`; host Python and bookworm's are 3.11);
 #   3. the Consul image (deploy/lab/Containerfile.consul) with the binary of
 #      tools/build-consul.sh ($CONSUL_BIN if set).
-# Prints the two image names (gateway, consul). Needs root (debootstrap, podman).
+# Prints the two exact image names (gateway, consul); also tags them
+# localhost/consul-dns-gateway:lab and localhost/consul-dns-gateway-consul:lab.
+# Needs root (debootstrap, podman).
 set -euo pipefail
 if [ -z "${HOME:-}" ]; then
   HOME=$(getent passwd "$(id -u)" | cut -d: -f6)
@@ -25,7 +27,7 @@ MIRROR=${LAB_DEBIAN_MIRROR:-http://deb.debian.org/debian}
 PACKAGES=python3,python3-venv
 # Bump when the trimming below changes: it is part of the cache key.
 ROOTFS_RECIPE=1
-GATEWAY_IMAGE=${LAB_GATEWAY_IMAGE:-localhost/consul-dns-gateway:lab}
+GATEWAY_IMAGE=localhost/consul-dns-gateway:lab
 PATH="$PATH:/usr/sbin:/sbin"
 START=$SECONDS
 log() { echo "build-lab-image: [$((SECONDS - START)) s] $*" >&2; }
@@ -63,8 +65,9 @@ trap 'rm -rf "$CTX"' EXIT
 
 # The gateway: the wheel of this checkout (built from a copy, so the worktree gets no
 # build/ or egg-info) and its dependencies' wheels; pip's cache makes reruns quick.
-# Tagged by a hash of what goes in, so an unchanged checkout is not rebuilt; older
-# builds are removed (each code change would otherwise leave an image behind).
+# Tagged by a hash of what goes in, so an unchanged checkout is not rebuilt, and so
+# that test runs of different checkouts at the same time each get their own image
+# (older builds share the base layer and stay until removed: `podman rmi` them).
 SRC_KEY=$( (cd "$REPO" && find gateway -name '*.py' -print0 | sort -z | xargs -0 cat; \
   cat pyproject.toml Containerfile; echo "$KEY") | sha256sum | cut -c1-12)
 GATEWAY_BUILD=localhost/consul-dns-gateway:src-$SRC_KEY
@@ -79,9 +82,9 @@ if ! podman image exists "$GATEWAY_BUILD"; then
   log "building $GATEWAY_BUILD"
   podman build --quiet --network none --build-arg "BASE=$BASE_IMAGE" \
     -t "$GATEWAY_BUILD" -f "$CTX/gateway/Containerfile" "$CTX/gateway" >/dev/null
-  podman images --format '{{.Repository}}:{{.Tag}}' localhost/consul-dns-gateway \
-    | grep ':src-' | grep -vx "$GATEWAY_BUILD" | xargs -r podman rmi -f >/dev/null || true
 fi
+# The stable name for people (and deploy/lab/compose.yaml's default); what this
+# script prints is the exact build.
 podman tag "$GATEWAY_BUILD" "$GATEWAY_IMAGE"
 
 # Consul: the binary of tools/build-consul.sh, tagged by its version and the base.
@@ -108,11 +111,9 @@ if ! podman image exists "$CONSUL_IMAGE"; then
   log "building $CONSUL_IMAGE"
   podman build --quiet --network none --build-arg "BASE=$BASE_IMAGE" \
     -t "$CONSUL_IMAGE" -f "$REPO/deploy/lab/Containerfile.consul" "$CTX/consul" >/dev/null
-  podman images --format '{{.Repository}}:{{.Tag}}' localhost/consul-dns-gateway-consul \
-    | grep -v ':lab$' | grep -vx "$CONSUL_IMAGE" | xargs -r podman rmi -f >/dev/null || true
 fi
 # Stable names for deploy/lab/compose.yaml.
 podman tag "$CONSUL_IMAGE" localhost/consul-dns-gateway-consul:lab
 log "done"
-echo "$GATEWAY_IMAGE"
+echo "$GATEWAY_BUILD"
 echo "$CONSUL_IMAGE"
