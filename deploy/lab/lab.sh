@@ -10,6 +10,7 @@
 #   deploy/lab/lab.sh down      remove the containers and the network
 #   deploy/lab/lab.sh status    the lab's containers
 #   deploy/lab/lab.sh client CMD...   run CMD in the client, e.g. getent hosts web.service.consul
+#   deploy/lab/lab.sh exec NAME CMD...  run CMD in container NAME, e.g. app-1 rm /srv/app/health
 #
 # Environment: LAB_NETNS (a network namespace, made if missing and deleted by `down`,
 # in which podman makes the lab's bridge: the host's own namespace then sees no trace
@@ -124,5 +125,6 @@ case ${1:-} in
     fi ;;
   status) podman ps -a --filter "label=$LABEL" --format '{{.Names}}\t{{.Status}}' ;;
   client) shift; exec podman exec "$NAME-client" "$@" ;;
-  *) echo "usage: $0 up|down|status|client CMD..." >&2; exit 2 ;;
+  exec) shift; container=$1; shift; exec podman exec "$NAME-$container" "$@" ;;
+  *) echo "usage: $0 up|down|status|client CMD...|exec NAME CMD..." >&2; exit 2 ;;
 esac
