@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.gateway import GatewayProcess, scrape_metrics
-from harness.process import children, process_tree
+from harness.process import process_tree
 from harness.zone import ZONE
 
 from . import dnsperf, workloads
@@ -35,11 +35,6 @@ MISS_NAMES_PER_SECOND = 80_000
 
 
 # ------------------------------------------------------------------------- memory
-
-
-def worker_pids(pid: int) -> list[int]:
-    """The gateway's ``--workers`` children, or ``pid`` itself when it has none."""
-    return children(pid) or [pid]
 
 
 def _status_kb(pid: int, key: str) -> int:

@@ -32,7 +32,7 @@ import pickle
 import socket
 import struct
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from gateway.catalog.model import Snapshot
 from gateway.catalog.source import CatalogSource, CatalogUnavailable
@@ -47,6 +47,16 @@ STATS_PERIOD_S = 1.0
 TOUCH_FLUSH_S = 1.0
 
 Key = tuple[str, str]
+
+
+class Writer(Protocol):
+    """What is used of an :class:`asyncio.StreamWriter` (a fake in unit tests)."""
+
+    def write(self, data: bytes) -> None: ...
+
+    def is_closing(self) -> bool: ...
+
+    def close(self) -> None: ...
 
 
 def encode(message: tuple[Any, ...]) -> bytes:
@@ -166,8 +176,10 @@ class SharedSource:
     source of its own has not heard from Consul yet.
     """
 
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(self, sock: socket.socket | None, *, touch_flush_s: float = TOUCH_FLUSH_S) -> None:
+        """``sock``: the worker's end of its socket pair (None: :meth:`attach` instead)."""
         self._sock = sock
+        self._touch_flush_s = touch_flush_s
         self._snapshot = Snapshot(complete=False, available=False)
         self._callbacks: list[Callable[[], None]] = []
         self._pending: dict[int, asyncio.Future[None]] = {}
@@ -175,7 +187,7 @@ class SharedSource:
         self._touched: set[Key] = set()
         self._stats: dict[str, float] = {}
         self._metrics: Metrics | None = None
-        self._writer: asyncio.StreamWriter | None = None
+        self._writer: Writer | None = None
         self._tasks: list[asyncio.Task[None]] = []
 
     def __repr__(self) -> str:
@@ -199,7 +211,12 @@ class SharedSource:
         await self._ask("query", datacenter, name)
 
     async def start(self) -> None:
-        reader, self._writer = await _open(self._sock)
+        if self._sock is not None:
+            self.attach(*await _open(self._sock))
+
+    def attach(self, reader: asyncio.StreamReader, writer: Writer) -> None:
+        """Reads the watcher's messages from ``reader`` and writes to ``writer``."""
+        self._writer = writer
         loop = asyncio.get_running_loop()
         self._tasks = [
             loop.create_task(self._read(reader)),
@@ -277,7 +294,7 @@ class SharedSource:
 
     async def _flush_touches(self) -> None:
         while True:
-            await asyncio.sleep(TOUCH_FLUSH_S)
+            await asyncio.sleep(self._touch_flush_s)
             if self._touched and self._writer is not None and not self._writer.is_closing():
                 touched, self._touched = self._touched, set()
                 self._writer.write(encode(("touch", sorted(touched))))

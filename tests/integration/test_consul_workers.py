@@ -15,7 +15,7 @@ import dns.message
 import dns.rcode
 import pytest
 
-from harness.consul import ConsulAgent
+from harness.consul import GATEWAY_GET_PATHS, TELEMETRY_HCL, ConsulAgent
 from harness.gateway import ConsulGateway
 from harness.knot import KnotUpstream
 from harness.process import process_tree, tcp_connections_to, wait_for
@@ -30,14 +30,11 @@ CLIENT_SOCKETS = 16
 # return (Consul's wait jitter) or the 30 s datacenter probe.
 REQUEST_SLACK = 4
 STATE_TIMEOUT_S = 30.0
-# The gateway's GETs, as Consul's telemetry labels them (path with / as _).
-GATEWAY_PATHS = ("v1_health_service_", "v1_catalog_", "v1_internal_ui_nodes")
 
 
 @pytest.fixture(scope="module")
 def agent() -> Iterator[ConsulAgent]:
-    telemetry = 'telemetry { prometheus_retention_time = "600s" disable_hostname = true }'
-    with ConsulAgent(hcl=[telemetry]) as a:
+    with ConsulAgent(hcl=[TELEMETRY_HCL]) as a:
         for i in range(SERVICES):
             a.register_service(f"svc{i}", service_id=f"svc{i}-0", address="127.0.0.80", port=80)
         yield a
@@ -45,13 +42,7 @@ def agent() -> Iterator[ConsulAgent]:
 
 def consul_gets(agent: ConsulAgent) -> int:
     """GETs of the gateway's endpoints that Consul has answered so far."""
-    text = agent.request("GET", "/v1/agent/metrics", params={"format": "prometheus"})
-    total = 0
-    for line in str(text).splitlines():
-        ours = any(f'path="{p}' in line for p in GATEWAY_PATHS)
-        if line.startswith("consul_api_http_count{") and 'method="GET"' in line and ours:
-            total += int(float(line.rsplit(" ", 1)[1]))
-    return total
+    return agent.answered_gets(GATEWAY_GET_PATHS)
 
 
 def ask_all(gw: ConsulGateway, qname: str) -> list[int]:
