@@ -20,6 +20,7 @@ import socket
 import time
 
 import dns.message
+import dns.rcode
 
 from harness.consul import GATEWAY_GET_PATHS, TELEMETRY_HCL, ConsulAgent
 from harness.gateway import ConsulGateway
@@ -31,17 +32,26 @@ from .measuring import rss_kb
 # several client ports reach every worker with high probability.
 CLIENT_SOCKETS = 16
 CHANGE_SPACING_S = 0.2
+ANSWER_TRIES = 100
+RETRY_S = 0.1
 SETTLE_S = 1.0
 
 
 def ask_everywhere(gw: ConsulGateway, names: list[str]) -> None:
+    """Each name from every client socket until it answers NOERROR (the first answers
+    are SERVFAIL until the first view is in)."""
     socks = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(CLIENT_SOCKETS)]
     try:
         for sock in socks:
             sock.settimeout(3)
             for name in names:
-                sock.sendto(dns.message.make_query(name, "A").to_wire(), (gw.host, gw.port))
-                sock.recv(4096)
+                for _ in range(ANSWER_TRIES):
+                    sock.sendto(dns.message.make_query(name, "A").to_wire(), (gw.host, gw.port))
+                    if dns.message.from_wire(sock.recv(4096)).rcode() == dns.rcode.NOERROR:
+                        break
+                    time.sleep(RETRY_S)
+                else:
+                    raise RuntimeError(f"{name} never answered NOERROR")
     finally:
         for sock in socks:
             sock.close()

@@ -390,6 +390,17 @@ def run_workers(config: Config) -> int:
                     sock.close()
 
     children: list[int] = []
+    if pairs:
+        # Imported before the fork, so the watcher starts at once: the
+        # workers answer Consul names SERVFAIL until its first snapshot.
+        import gateway.consul.source  # noqa: F401
+
+        def watch() -> None:
+            ends = [pair[0] for pair in pairs]
+            only(ends)
+            uvloop.run(watch_for_workers(config, ends))
+
+        children.append(_fork("consul watcher", watch))
     for worker in range(config.workers):
 
         def answer(worker: int = worker) -> None:
@@ -398,15 +409,7 @@ def run_workers(config: Config) -> int:
             run(config, worker, own)
 
         children.append(_fork(f"worker {worker}", answer))
-    if pairs:
-
-        def watch() -> None:
-            ends = [pair[0] for pair in pairs]
-            only(ends)
-            uvloop.run(watch_for_workers(config, ends))
-
-        children.append(_fork("consul watcher", watch))
-        only([])
+    only([])
 
     def forward(signum: int, _frame: object) -> None:
         for child in children:
