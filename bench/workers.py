@@ -78,8 +78,10 @@ def measure(
         procs = children(gw.pid) if workers > 1 else [gw.pid]
         held = tcp_connections_to(int(agent.http_addr.rsplit(":", 1)[1]), procs)
         talking = [pid for pid, count in held.items() if count]
-        answering = [pid for pid in procs if pid not in talking] or procs
-        watcher = [pid for pid in talking if pid not in answering]
+        # One process of N + 1 talking to Consul is the shared watcher; when
+        # every worker talks (each its own watcher, as before), there is none.
+        watcher = talking if workers > 1 and len(procs) == workers + 1 else []
+        answering = [pid for pid in procs if pid not in watcher]
         return {
             "workers": workers,
             "startup_requests": start - before,
