@@ -10,7 +10,10 @@ query). So Consul sees one client per gateway whatever N is.
 
 On the wire, each message is a 4-byte big-endian length and a pickle (both
 ends are this program, forked from one parent; nothing else can reach the
-socket pair). Watcher to worker: ``("snapshot", Snapshot)``, ``("done",
+socket pair). Watcher to worker: ``("snapshot", Snapshot)`` first, then
+``("delta", parts)`` for each swap: only what changed (:func:`diff`), so a
+change to one of 1,000 services moves one service, not the view;
+``("done",
 id, error or None)`` answering a fetch, ``("stats", {name: value})`` every
 second, ``("bye",)`` when it stops. Worker to watcher: ``("service", id,
 dc, name)``, ``("query", id, dc, name)`` and ``("touch", [keys])``, the
@@ -26,16 +29,18 @@ fetch returns.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 import logging
 import pickle
 import socket
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Hashable, Mapping
 from typing import Any, Protocol
 
 from gateway.catalog.model import Snapshot
 from gateway.catalog.source import CatalogSource, CatalogUnavailable
+from gateway.consul.snapshot import ServiceView
 from gateway.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -47,6 +52,67 @@ STATS_PERIOD_S = 1.0
 TOUCH_FLUSH_S = 1.0
 
 Key = tuple[str, str]
+
+
+# -- snapshot deltas ------------------------------------------------------------
+
+MapDelta = tuple[dict[Hashable, Any], list[Hashable]]
+
+
+def map_delta(old: Mapping[Any, Any], new: Mapping[Any, Any]) -> MapDelta:
+    """Entries new or replaced, and keys gone.
+
+    Compared by identity: snapshot values are immutable and the watcher
+    keeps an unchanged value's object from one view to the next, so a
+    changed value is always a new object (an equal new object is merely
+    sent for nothing).
+    """
+    changed = {key: value for key, value in new.items() if old.get(key) is not value}
+    return changed, [key for key in old if key not in new]
+
+
+def apply_map(old: Mapping[Any, Any], delta: MapDelta) -> dict[Any, Any]:
+    changed, removed = delta
+    merged = dict(old)
+    merged.update(changed)
+    for key in removed:
+        merged.pop(key, None)
+    return merged
+
+
+def diff(old: Snapshot, new: Snapshot) -> dict[str, tuple[Any, ...]]:
+    """What :func:`patch` needs to turn ``old`` into ``new``, field by field."""
+    parts: dict[str, tuple[Any, ...]] = {}
+    for spec in dataclasses.fields(Snapshot):
+        before, after = getattr(old, spec.name), getattr(new, spec.name)
+        if before is after:
+            continue
+        if isinstance(before, ServiceView) and isinstance(after, ServiceView):
+            entries = map_delta(before.entries, after.entries)
+            names = map_delta(before.names, after.names)
+            parts[spec.name] = ("view", entries, names, after.datacenters)
+        elif isinstance(before, dict) and isinstance(after, dict):
+            parts[spec.name] = ("map", map_delta(before, after))
+        else:
+            parts[spec.name] = ("value", after)
+    return parts
+
+
+def patch(old: Snapshot, parts: Mapping[str, tuple[Any, ...]]) -> Snapshot:
+    """``old`` with the changes :func:`diff` found: the watcher's new snapshot."""
+    changes: dict[str, Any] = {}
+    for name, part in parts.items():
+        kind, before = part[0], getattr(old, name)
+        if kind == "view":
+            _, entries, names, datacenters = part
+            changes[name] = ServiceView(
+                apply_map(before.entries, entries), apply_map(before.names, names), datacenters
+            )
+        elif kind == "map":
+            changes[name] = apply_map(before, part[1])
+        else:
+            changes[name] = part[1]
+    return dataclasses.replace(old, **changes)
 
 
 class Writer(Protocol):
@@ -89,6 +155,7 @@ class SourceHub:
         self._metrics = metrics
         self._writers: list[asyncio.StreamWriter] = []
         self._tasks: set[asyncio.Task[None]] = set()
+        self._sent: Snapshot | None = None  # what every worker holds
 
     async def serve(self, socks: list[socket.socket], stop: asyncio.Event) -> None:
         """Serves the workers at the other ends of ``socks`` until ``stop`` is set."""
@@ -123,8 +190,14 @@ class SourceHub:
                 writer.write(data)
 
     def _broadcast(self) -> None:
-        """A new snapshot: one pickle, written to every worker."""
-        self._send(("snapshot", self._source.snapshot()))
+        """A new snapshot: what changed (the whole view the first time), one
+        pickle written to every worker."""
+        snapshot = self._source.snapshot()
+        if self._sent is None:
+            self._send(("snapshot", snapshot))
+        elif snapshot is not self._sent:
+            self._send(("delta", diff(self._sent, snapshot)))
+        self._sent = snapshot
 
     async def _send_stats(self) -> None:
         while True:
@@ -271,8 +344,11 @@ class SharedSource:
             if kind == "bye":
                 self._fail_pending("the gateway is stopping")
                 return
-            if kind == "snapshot":
-                self._snapshot = message[1]
+            if kind in ("snapshot", "delta"):
+                if kind == "snapshot":
+                    self._snapshot = message[1]
+                else:
+                    self._snapshot = patch(self._snapshot, message[1])
                 for callback in self._callbacks:
                     try:
                         callback()

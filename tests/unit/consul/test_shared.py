@@ -9,7 +9,8 @@ import pytest
 
 from gateway.catalog.model import Instance, Node, Snapshot
 from gateway.catalog.source import CatalogUnavailable
-from gateway.consul.shared import SharedSource, encode, receive
+from gateway.consul.shared import SharedSource, diff, encode, patch, receive
+from gateway.consul.snapshot import build_snapshot
 from gateway.metrics import Metrics
 from tests.unit.consul.fakes import settle
 
@@ -111,5 +112,53 @@ def test_oversized_or_malformed_messages_are_refused() -> None:
         reader.feed_data(len(payload).to_bytes(4, "big") + payload)
         with pytest.raises(ValueError, match="not a message"):
             await receive(reader)
+
+    asyncio.run(main())
+
+
+def test_a_delta_carries_only_what_changed_and_patches_to_the_new_view() -> None:
+    api = (Instance("api", "api-1", NODE, "10.0.2.1", 80),)
+    services = {("dc1", "web"): WEB, ("dc1", "api"): api, ("dc1", "db"): ()}
+    names = {"dc1": frozenset({"web", "api", "db"})}
+    nodes = {("dc1", "n1"): NODE}
+
+    def build(services: dict[tuple[str, str], tuple[Instance, ...]]) -> Snapshot:
+        return build_snapshot(
+            static=None,
+            services=services,
+            names=names,
+            datacenters=frozenset({"dc1"}),
+            nodes=nodes,
+            queries={},
+            available=True,
+        )
+
+    old = build(services)
+    moved = (Instance("api", "api-1", NODE, "10.0.2.2", 80),)
+    new = build({("dc1", "web"): WEB, ("dc1", "api"): moved})  # api moved, db gone
+    parts = diff(old, new)
+    kind, (changed, removed), names_delta, _ = parts["services"]
+    assert kind == "view" and changed == {("dc1", "api"): moved} and removed == [("dc1", "db")]
+    assert names_delta == ({}, [])
+    assert parts["nodes"] == ("map", ({}, []))  # a new dict, the same nodes: nothing sent
+    patched = patch(old, parts)
+    assert dict(patched.services.items()) == dict(new.services.items())
+    assert patched.services.get(("dc1", "nope")) == ()  # the name lists came along
+    assert (patched.nodes, patched.datacenters, patched.serial, patched.available) == (
+        new.nodes,
+        new.datacenters,
+        new.serial,
+        new.available,
+    )
+    # A worker applies the delta message to the snapshot it holds.
+
+    async def main() -> None:
+        reader, written = asyncio.StreamReader(), Written()
+        source = SharedSource(None)
+        source.attach(reader, written)
+        reader.feed_data(encode(("snapshot", old)) + encode(("delta", parts)))
+        await settle()
+        assert source.snapshot().services[("dc1", "api")] == moved
+        await source.stop()
 
     asyncio.run(main())
