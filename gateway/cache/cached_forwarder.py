@@ -84,6 +84,7 @@ class CachedForwarder:
         *,
         via: Upstreams | None = None,
         check_rebind: bool = False,
+        nxdomain_as_nodata: bool = False,
     ) -> None:
         """Calls ``done`` now (cache, no upstreams) or when the upstreams answer.
 
@@ -93,6 +94,8 @@ class CachedForwarder:
         instead of the standard ones; one name always has the same
         upstreams, so the cache needs no other key. ``check_rebind``: drop
         a reply with private addresses (``--stop-dns-rebind``).
+        ``nxdomain_as_nodata``: the name has local addresses (``--address``),
+        so an upstream's NXDOMAIN is relayed as NOERROR, as dnsmasq does.
         ``done`` is called exactly once.
         """
         if key is not None:
@@ -121,6 +124,8 @@ class CachedForwarder:
             nonlocal answered
             if timer is not None:
                 timer.cancel()
+            if nxdomain_as_nodata and response is not None and response[3] & 0x0F == wire.NXDOMAIN:
+                response = response[:3] + bytes((response[3] & 0xF0,)) + response[4:]
             template = self._take(key, response, edns, check_rebind)
             if answered:
                 return

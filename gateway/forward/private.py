@@ -1,9 +1,11 @@
 """Private address ranges: dnsmasq's ``bogus-priv`` and ``stop-dns-rebind``, without I/O.
 
 - ``--bogus-priv``: a PTR question for an address of :data:`BOGUS_PRIV`
-  (RFC 6303's locally served zones) is answered NXDOMAIN by the gateway
-  instead of leaking to the upstreams, unless a ``--server`` or
-  ``--rev-server`` rule covers its name.
+  (RFC 6303's locally served zones, plus deprecated site-local IPv6) is
+  answered NXDOMAIN by the gateway instead of leaking to the upstreams,
+  unless a ``--server`` or ``--rev-server`` rule covers its name. A reverse
+  name of a network (``16.172.in-addr.arpa``) counts as its first address,
+  as in dnsmasq (:func:`reverse_name_address`).
 - ``--stop-dns-rebind``: an upstream answer whose answer section holds an
   A or AAAA record in :func:`rebinding`'s ranges is replaced by an empty
   NOERROR (what dnsmasq 2.90 sends, checked against it), so a page on the
@@ -11,14 +13,15 @@
   rebinding); names under the Consul domains and ``--rebind-domain-ok``
   are exempt.
 
-The two lists differ as dnsmasq's do (also checked against it): rebinding
-protection also covers CGNAT space (RFC 6598); bogus-priv is RFC 6303's list.
+Both lists are the same, as in dnsmasq 2.90 (checked against it: neither
+covers CGNAT space, RFC 6598, nor fc00::/8).
 """
 
 from __future__ import annotations
 
 import ipaddress
 import struct
+from typing import Final
 
 from gateway.dns import wire
 
@@ -41,20 +44,58 @@ BOGUS_PRIV: tuple[_V4 | _V6, ...] = (
     _V6("::1/128"),
     _V6("fd00::/8"),
     _V6("fe80::/10"),
+    _V6("fec0::/10"),  # site-local, deprecated (RFC 3879)
     _V6("2001:db8::/32"),
 )
-# Addresses an internet name must not resolve to (rebinding): BOGUS_PRIV plus
-# shared address space (RFC 6598) and deprecated site-local IPv6 (RFC 3879).
-REBIND: tuple[_V4 | _V6, ...] = (
-    *BOGUS_PRIV,
-    _V4("100.64.0.0/10"),
-    _V6("fec0::/10"),
-)
+# Addresses an internet name must not resolve to (rebinding).
+REBIND: tuple[_V4 | _V6, ...] = BOGUS_PRIV
 _REBIND_V4 = tuple(n for n in REBIND if isinstance(n, _V4))
 _REBIND_V6 = tuple(n for n in REBIND if isinstance(n, _V6))
 _BOGUS_V4 = tuple(n for n in BOGUS_PRIV if isinstance(n, _V4))
 _BOGUS_V6 = tuple(n for n in BOGUS_PRIV if isinstance(n, _V6))
 _SECTION_COUNTS = struct.Struct("!HHH")
+_IN_ADDR: Final = b"\x07in-addr\x04arpa\x00"
+_IP6: Final = b"\x03ip6\x04arpa\x00"
+_HEX = frozenset(b"0123456789abcdef")
+
+
+def reverse_name_address(
+    qname_wire: bytes,
+) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The first address a reverse name (RFC 1035 3.5, RFC 3596 2.5) covers, or None.
+
+    ``qname_wire`` is lower-case wire form. A name of a network
+    (``16.172.in-addr.arpa``: fewer than 4 octets or 32 nibbles) gives the
+    network's first address; a name that is no reverse name, or the bare
+    ``in-addr.arpa``/``ip6.arpa``, gives None.
+    """
+    if qname_wire.endswith(_IN_ADDR):
+        body, width, most = qname_wire[: -len(_IN_ADDR)], 8, 4
+    elif qname_wire.endswith(_IP6):
+        body, width, most = qname_wire[: -len(_IP6)], 4, 32
+    else:
+        return None
+    labels: list[bytes] = []
+    pos = 0
+    while pos < len(body):
+        size = body[pos]
+        labels.append(body[pos + 1 : pos + 1 + size])
+        pos += 1 + size
+    if not 1 <= len(labels) <= most:
+        return None
+    value = 0
+    for label in reversed(labels):  # most significant first
+        if width == 8:
+            if not label.isdigit() or len(label) > 3 or int(label) > 255:
+                return None
+            part = int(label)
+        else:
+            if len(label) != 1 or label[0] not in _HEX:
+                return None
+            part = int(label, 16)
+        value = value << width | part
+    value <<= width * (most - len(labels))
+    return ipaddress.IPv4Address(value) if width == 8 else ipaddress.IPv6Address(value)
 
 
 def is_bogus_priv(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:

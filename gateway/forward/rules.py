@@ -17,7 +17,10 @@ every other question goes on to the servers of the longest domain that has
 some (or the standard servers); ``address=/d/#`` is 0.0.0.0 and ::;
 ``address=/d/``, ``local=/d/`` and ``server=/d/`` are NXDOMAIN for every
 question (no SOA); ``server=/d/#`` sends ``d`` to the standard servers even
-when a shorter domain has servers of its own.
+when a shorter domain has servers of its own. A name under an ``address=``
+domain exists as far as dnsmasq is concerned: an upstream's NXDOMAIN for
+any other question about it is relayed as NOERROR without records
+(``DomainPolicy.nxdomain_as_nodata``).
 """
 
 from __future__ import annotations
@@ -205,6 +208,8 @@ class DomainPolicy:
     a: Outcome
     aaaa: Outcome
     other: Outcome
+    # An address rule covers the name: an upstream NXDOMAIN is relayed as NODATA.
+    nxdomain_as_nodata: bool = False
 
     def outcome(self, qtype: int) -> Outcome:
         if qtype == wire.A:
@@ -302,12 +307,18 @@ def build_rules(servers: Iterable[ServerRule], addresses: Iterable[AddressRule])
                 return decided
         return STANDARD_OUTCOME
 
+    def has_address(name: str) -> bool:
+        labels = name.split(".")
+        chain = (domains.get(".".join(labels[i:])) for i in range(len(labels)))
+        return any(d is not None and (d.a or d.aaaa) for d in chain)
+
     policies = tuple(
         DomainPolicy(
             dns.name.from_text(name),
             resolve(name, "a"),
             resolve(name, "aaaa"),
             resolve(name, None),
+            has_address(name),
         )
         for name in sorted(domains)
     )

@@ -13,7 +13,6 @@ in the packet and a reply function, so tests drive it with plain bytes.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
 import random
 import struct
@@ -23,7 +22,7 @@ import dns.name
 
 from gateway.cache.cached_forwarder import CachedForwarder, CallLater, Upstreams
 from gateway.cache.store import ForwardCache
-from gateway.catalog.answers import CatalogAnswerer, NeedQuery, NeedService, reverse_address
+from gateway.catalog.answers import CatalogAnswerer, NeedQuery, NeedService
 from gateway.catalog.source import CatalogSource, CatalogUnavailable
 from gateway.dns import codec, fastpath, wire
 from gateway.dns.codec import Answer, Record
@@ -228,7 +227,8 @@ class Resolver:
                     return True
             if access is not Access.FULL:
                 return self._deny(data, query, reply, "recursion")
-            self._forward_query(data, query, tcp, key, reply, outcome.upstreams)
+            nodata = route.policy is not None and route.policy.nxdomain_as_nodata
+            self._forward_query(data, query, tcp, key, reply, outcome.upstreams, nodata)
             return True
         if query.qclass not in (wire.CLASS_IN, wire.CLASS_ANY):
             raise rcodes.Refused()
@@ -328,8 +328,8 @@ class Resolver:
         ):
             return _NX_OUTCOME
         if config.bogus_priv and query.qtype == wire.PTR:
-            address = reverse_address(query.qname)
-            if address is not None and private.is_bogus_priv(ipaddress.ip_address(address)):
+            address = private.reverse_name_address(query.qname_wire.lower())
+            if address is not None and private.is_bogus_priv(address):
                 return _NX_OUTCOME
         return STANDARD_OUTCOME
 
@@ -350,6 +350,7 @@ class Resolver:
         key: bytes | None,
         reply: Reply,
         upstreams: int = STANDARD,
+        nxdomain_as_nodata: bool = False,
     ) -> None:
         def done(template: bytes | None) -> None:
             # Called from the forwarder's callback: whatever happens here must
@@ -372,6 +373,7 @@ class Resolver:
             done,
             via=self._upstream_sets[upstreams],
             check_rebind=self._rebind_checked(query.qname_wire),
+            nxdomain_as_nodata=nxdomain_as_nodata,
         )
 
     def replace_zones(self, zone_set: dict[dns.name.Name, zones.Zone]) -> None:
