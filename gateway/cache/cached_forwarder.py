@@ -169,7 +169,7 @@ class CachedForwarder:
             template, layout = made
             if key is not None:
                 self.cache.put(key, template, layout)
-            return template
+            return self.cache.for_client(template, layout)
         except Exception as exc:  # a bug must not leave the client without any reply
             self._counts["internal_errors"] += 1
             # An upstream's bytes can trigger it as often as it likes: rate-limited.

@@ -177,6 +177,21 @@ class ForwardCache:
             return None
         return entry, now
 
+    def for_client(self, template: bytes, layout: wire.Layout) -> bytes:
+        """A fresh template with no TTL above ``client_max_ttl`` (dnsmasq's ``max-ttl``).
+
+        For the reply that filled the cache (hits are capped when aged).
+        ``layout`` is the template's own (``make_template`` keeps offsets).
+        """
+        cap = self._policy.client_max_ttl
+        if not cap:
+            return template
+        buf = bytearray(template)
+        for record in (*layout.answer, *layout.authority, *layout.additional):
+            if record.rtype != wire.OPT and record.ttl > cap:
+                _TTL.pack_into(buf, record.ttl_offset, cap)
+        return bytes(buf)
+
     def put(self, key: bytes, template: bytes, layout: wire.Layout | None = None) -> int | None:
         """Stores a response template; returns its lifetime, None if not cacheable.
 
