@@ -51,7 +51,7 @@ def rcode_and_answer(replies: list[bytes]) -> tuple[str, list[str]]:
 def upstream_reply(question: bytes, rdtype: str, *values: str, rcode: int = 0) -> bytes:
     name = name_text(question[:-4]) + "."
     response = dns.message.make_response(dns.message.make_query(name, rdtype, use_edns=0))
-    response.set_rcode(rcode)
+    response.set_rcode(dns.rcode.Rcode(rcode))
     if values:
         response.answer.append(dns.rrset.from_text(name, 60, "IN", rdtype, *values))
     return response.to_wire()
