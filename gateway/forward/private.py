@@ -1,20 +1,20 @@
 """Private address ranges: dnsmasq's ``bogus-priv`` and ``stop-dns-rebind``, without I/O.
 
-- ``--bogus-priv``: a PTR question for an address of :data:`BOGUS_PRIV`
+- ``--bogus-priv``: a PTR question for an address of :data:`PRIVATE`
   (RFC 6303's locally served zones, plus deprecated site-local IPv6) is
   answered NXDOMAIN by the gateway instead of leaking to the upstreams,
   unless a ``--server`` or ``--rev-server`` rule covers its name. A reverse
   name of a network (``16.172.in-addr.arpa``) counts as its first address,
   as in dnsmasq (:func:`reverse_name_address`).
 - ``--stop-dns-rebind``: an upstream answer whose answer section holds an
-  A or AAAA record in :func:`rebinding`'s ranges is replaced by an empty
+  A or AAAA record in :data:`PRIVATE` is replaced by an empty
   NOERROR (what dnsmasq 2.90 sends, checked against it), so a page on the
   internet cannot make a browser reach hosts of the local network (DNS
   rebinding); names under the Consul domains and ``--rebind-domain-ok``
   are exempt.
 
-Both lists are the same, as in dnsmasq 2.90 (checked against it: neither
-covers CGNAT space, RFC 6598, nor fc00::/8).
+One list serves both, as in dnsmasq 2.90 (checked against it: it covers
+neither CGNAT space, RFC 6598, nor fc00::/8).
 """
 
 from __future__ import annotations
@@ -28,8 +28,9 @@ from gateway.dns import wire
 _V4 = ipaddress.IPv4Network
 _V6 = ipaddress.IPv6Network
 
-# RFC 6303 sections 4.1-4.6: the zones every resolver should serve itself.
-BOGUS_PRIV: tuple[_V4 | _V6, ...] = (
+# RFC 6303 sections 4.1-4.6: the zones every resolver should serve itself;
+# the same list is dnsmasq 2.90's for rebinding protection.
+PRIVATE: tuple[_V4 | _V6, ...] = (
     _V4("0.0.0.0/8"),
     _V4("10.0.0.0/8"),
     _V4("127.0.0.0/8"),
@@ -47,12 +48,8 @@ BOGUS_PRIV: tuple[_V4 | _V6, ...] = (
     _V6("fec0::/10"),  # site-local, deprecated (RFC 3879)
     _V6("2001:db8::/32"),
 )
-# Addresses an internet name must not resolve to (rebinding).
-REBIND: tuple[_V4 | _V6, ...] = BOGUS_PRIV
-_REBIND_V4 = tuple(n for n in REBIND if isinstance(n, _V4))
-_REBIND_V6 = tuple(n for n in REBIND if isinstance(n, _V6))
-_BOGUS_V4 = tuple(n for n in BOGUS_PRIV if isinstance(n, _V4))
-_BOGUS_V6 = tuple(n for n in BOGUS_PRIV if isinstance(n, _V6))
+_PRIVATE_V4 = tuple(n for n in PRIVATE if isinstance(n, _V4))
+_PRIVATE_V6 = tuple(n for n in PRIVATE if isinstance(n, _V6))
 _SECTION_COUNTS = struct.Struct("!HHH")
 _IN_ADDR: Final = b"\x07in-addr\x04arpa\x00"
 _IP6: Final = b"\x03ip6\x04arpa\x00"
@@ -98,24 +95,16 @@ def reverse_name_address(
     return ipaddress.IPv4Address(value) if width == 8 else ipaddress.IPv6Address(value)
 
 
-def is_bogus_priv(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
-    """True when the reverse name of ``address`` is answered locally under ``--bogus-priv``."""
+def is_private(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    """True for :data:`PRIVATE`: ``--bogus-priv`` answers its reverse names,
+    ``--stop-dns-rebind`` keeps it out of upstream answers (an IPv4-mapped
+    IPv6 address counts as its IPv4 address)."""
     if isinstance(address, ipaddress.IPv4Address):
-        return any(address in net for net in _BOGUS_V4)
+        return any(address in net for net in _PRIVATE_V4)
     mapped = address.ipv4_mapped
     if mapped is not None:
-        return is_bogus_priv(mapped)
-    return any(address in net for net in _BOGUS_V6)
-
-
-def is_rebind_address(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
-    """True for an address ``--stop-dns-rebind`` keeps out of upstream answers."""
-    if isinstance(address, ipaddress.IPv4Address):
-        return any(address in net for net in _REBIND_V4)
-    mapped = address.ipv4_mapped
-    if mapped is not None:
-        return is_rebind_address(mapped)
-    return any(address in net for net in _REBIND_V6)
+        return is_private(mapped)
+    return any(address in net for net in _PRIVATE_V6)
 
 
 def rebinding(response: bytes, layout: wire.Layout) -> bool:
@@ -129,7 +118,7 @@ def rebinding(response: bytes, layout: wire.Layout) -> bool:
             address = ipaddress.IPv6Address(rdata)
         else:
             continue
-        if is_rebind_address(address):
+        if is_private(address):
             return True
     return False
 

@@ -329,7 +329,7 @@ class Resolver:
             return _NX_OUTCOME
         if config.bogus_priv and query.qtype == wire.PTR:
             address = private.reverse_name_address(query.qname_wire.lower())
-            if address is not None and private.is_bogus_priv(address):
+            if address is not None and private.is_private(address):
                 return _NX_OUTCOME
         return STANDARD_OUTCOME
 
