@@ -27,7 +27,13 @@ from gateway.catalog.source import CatalogSource, CatalogUnavailable
 from gateway.dns import codec, fastpath, wire
 from gateway.dns.codec import Answer, Record
 from gateway.forward import private
-from gateway.forward.rules import STANDARD, STANDARD_OUTCOME, ForwardRules, Outcome
+from gateway.forward.rules import (
+    NXDOMAIN_OUTCOME,
+    STANDARD,
+    STANDARD_OUTCOME,
+    ForwardRules,
+    Outcome,
+)
 from gateway.metrics import Metrics
 from gateway.options import Config
 from gateway.ratelog import RateLimitedLog
@@ -217,14 +223,10 @@ class Resolver:
         route = self._router.route(query.qname_wire)
         if route.kind is Kind.FORWARD:
             outcome = self._outcome(route, query)
-            if outcome.upstreams == STANDARD and not (outcome.rdata or outcome.nxdomain):
-                pass  # the common case: forward to the standard servers
-            else:
-                local = _local_answer(query, outcome)
-                if local is not None:
-                    self._counts["policy_local"] += 1
-                    self._reply_local(data, query, tcp, key, local, reply)
-                    return True
+            if outcome.nxdomain or outcome.rdata is not None:  # answered by a rule
+                self._counts["policy_local"] += 1
+                self._reply_local(data, query, tcp, key, _local_answer(query, outcome), reply)
+                return True
             if access is not Access.FULL:
                 return self._deny(data, query, reply, "recursion")
             nodata = route.policy is not None and route.policy.nxdomain_as_nodata
@@ -326,11 +328,11 @@ class Resolver:
             and query.qtype in (wire.A, wire.AAAA)
             and _single_label(query.qname_wire)
         ):
-            return _NX_OUTCOME
+            return NXDOMAIN_OUTCOME
         if config.bogus_priv and query.qtype == wire.PTR:
             address = private.reverse_name_address(query.qname_wire.lower())
             if address is not None and private.is_private(address):
-                return _NX_OUTCOME
+                return NXDOMAIN_OUTCOME
         return STANDARD_OUTCOME
 
     def _rebind_checked(self, qname_wire: bytes) -> bool:
@@ -390,9 +392,6 @@ class Resolver:
             await asyncio.gather(*self._tasks, return_exceptions=True)
 
 
-_NX_OUTCOME = Outcome(nxdomain=True)
-
-
 def _single_label(qname_wire: bytes) -> bool:
     """A name without a dot (one label), e.g. ``nas.``: dnsmasq's domain-needed."""
     return len(qname_wire) > 1 and qname_wire[0] + 2 == len(qname_wire)
@@ -407,12 +406,10 @@ def _at_label(name: bytes, suffix: bytes) -> bool:
     return pos == cut
 
 
-def _local_answer(query: wire.Query, outcome: Outcome) -> Answer | None:
-    """The answer of an ``--address``/``--local`` outcome, or None to forward."""
-    if outcome.nxdomain:
+def _local_answer(query: wire.Query, outcome: Outcome) -> Answer:
+    """The answer of an outcome that is not forwarded (``--address``, ``--local``, ...)."""
+    if outcome.nxdomain or outcome.rdata is None:
         return _NXDOMAIN
-    if outcome.rdata is None:
-        return None
     rtype = wire.A if len(outcome.rdata) == 4 else wire.AAAA
     record = Record(query.qname_wire.lower(), rtype, ADDRESS_TTL, outcome.rdata)
     return Answer(wire.NOERROR, answer=(record,))
