@@ -123,25 +123,25 @@ async def serve(
     except ValueError as exc:  # a zone that is also the Consul domain
         raise ConfigError(f"option 'zones' ({config.zones}): {exc}") from None
     _wire_metrics(metrics, cache, forwarder)
-    watcher = None
+    resolv_watcher = None
     if watch and forwarder is not None:
-        watcher = ResolvWatcher(
+        resolv_watcher = ResolvWatcher(
             config.resolv_file, config.listen, rules.default_servers, forwarder.replace_upstreams
         )
-        metrics.gauge("resolv_reloads", lambda: watcher.reloads if watcher else 0)
+        metrics.gauge("resolv_reloads", lambda: resolv_watcher.reloads if resolv_watcher else 0)
     gate = _gate(config, resolver, metrics, log_it=worker == 0)
     tcp = TcpServer(resolver, TcpLimits.from_config(config), gate=gate)
     metrics.gauge("tcp_connections", lambda: tcp.connections)
     metrics.gauge("tcp_queued_bytes", lambda: tcp.queued_bytes)
     if hasattr(source, "register_metrics"):
         source.register_metrics(metrics)
-    if watcher is not None:
-        watcher.start()
+    if resolv_watcher is not None:
+        resolv_watcher.start()
     try:
         await _run(config, resolver, source, forwarder, tcp, gate, zone_set, worker, ready)
     finally:
-        if watcher is not None:
-            watcher.close()
+        if resolv_watcher is not None:
+            resolv_watcher.close()
         for domain_forwarder in domain_forwarders:
             domain_forwarder.close()
 
