@@ -16,7 +16,7 @@ import asyncio
 import logging
 import random
 import struct
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import dns.name
 
@@ -31,6 +31,7 @@ from gateway.forward.rules import (
     NXDOMAIN_OUTCOME,
     STANDARD,
     STANDARD_OUTCOME,
+    DomainPolicy,
     ForwardRules,
     Outcome,
 )
@@ -52,6 +53,21 @@ _TRANSFER_TYPES = frozenset({wire.AXFR, wire.IXFR})
 # TTL of --address answers (dnsmasq's local-ttl default: clients ask again).
 ADDRESS_TTL = 0
 _NXDOMAIN = Answer(wire.NXDOMAIN)
+
+
+def catalog_domains(config: Config, rules: Iterable[DomainPolicy]) -> tuple[str, ...]:
+    """The Consul domains the catalog answers.
+
+    Without a live Consul (``--consul``), a rule for exactly a Consul domain
+    takes it from the static catalog: ``server=/consul/127.0.0.1#8600`` is
+    forwarded to Consul's DNS, as dnsmasq does. With a live Consul the
+    catalog answers and the rule is shadowed (``--dnsmasq-conf`` drops such
+    lines itself).
+    """
+    if config.consul is not None:
+        return config.domains
+    ruled = {policy.name for policy in rules}
+    return tuple(d for d in config.domains if dns.name.from_text(d) not in ruled)
 
 
 class Resolver:
@@ -122,7 +138,7 @@ class Resolver:
             return bool(self._source.snapshot().reverse(address))
 
         rules = self._rules.policies if self._rules is not None else ()
-        router = Router(self._config.domains, zone_set, knows_address, rules)
+        router = Router(catalog_domains(self._config, rules), zone_set, knows_address, rules)
         for name in router.shadowed:
             log.warning("rule for %s: local data (catalog or zone) answers it instead", name)
         return router

@@ -120,7 +120,7 @@ def consul() -> Iterator[ConsulAgent]:
 def consul_conf(folder: Path, consul: ConsulAgent, knot: KnotUpstream) -> Path:
     conf = folder / "common.conf"
     conf.write_text(
-        f"no-resolv\nno-hosts\nserver={knot.address.replace(':', '#')}\n"
+        f"no-resolv\nserver={knot.address.replace(':', '#')}\n"
         f"server=/consul/{LOOPBACK}#{consul.dns_port}\n"
     )
     return conf
@@ -162,5 +162,5 @@ def test_consul_servers_answer_like_dnsmasq(
                     query(dnsmasq.host, dnsmasq.port, other, "A")
                 )
             log = gateway.log_path.read_text()
-    notice = f"{common}:4: server=/consul/{LOOPBACK}#{consul.dns_port}: consul answered from"
+    notice = f"{common}:3: server=/consul/{LOOPBACK}#{consul.dns_port}: consul answered from"
     assert (notice in log) is with_http, log

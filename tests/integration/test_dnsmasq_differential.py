@@ -14,6 +14,7 @@ Known, documented differences (README, "Coming from dnsmasq") are listed in
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +33,7 @@ from harness.zone import ZoneRecord
 from tests.support.dnsclient import query
 
 MAX_TTL_S = 60  # max-ttl=: no forwarded answer may carry more
-LOCAL_TTL_S = 7  # local-ttl=: hosts-file and address= answers
+LOCAL_TTL_S = 7  # local-ttl=: hosts-file answers
 HOSTS_ADDRESS = "192.0.2.200"
 BLOCKED_ADDRESS = "192.0.2.99"
 REVERSE_ZONE = "2.0.192.in-addr.arpa."
@@ -81,8 +82,6 @@ class Upstreams:
 
 def common_conf(up: Upstreams, folder: Path) -> Path:
     """The configuration both servers run with (everything but where they listen)."""
-    hosts = folder / "hosts"
-    hosts.write_text(f"{HOSTS_ADDRESS} printer.lan printer\n# a comment\n")
     parts = folder / "dnsmasq.d"
     parts.mkdir()
     (parts / "10-domains.conf").write_text(
@@ -99,7 +98,7 @@ def common_conf(up: Upstreams, folder: Path) -> Path:
         # dnsmasq counts the TEST-NETs (all our answers) as private: exempt the names
         # whose answers the other rules are about.
         f"rebind-domain-ok=/ok.{zone.ZONE}/www.{zone.ZONE}/mail.{zone.ZONE}/fwd.{zone.ZONE}/\n"
-        f"max-ttl={MAX_TTL_S}\nlocal-ttl={LOCAL_TTL_S}\nneg-ttl=30\n"
+        f"max-ttl={MAX_TTL_S}\nneg-ttl=30\n"
         "min-cache-ttl=10\nmax-cache-ttl=3600\ndns-forward-max=150\nedns-packet-max=1232\n"
         "strict-order\n"
     )
@@ -109,8 +108,7 @@ def common_conf(up: Upstreams, folder: Path) -> Path:
     conf = folder / "common.conf"
     conf.write_text(
         "# shared by dnsmasq and the gateway\n"
-        "no-resolv\nno-poll\nno-hosts\n"
-        f"addn-hosts={hosts}\n"
+        "no-resolv\nno-poll\n"
         "cache-size=1000\n"
         f"server={LOOPBACK}#{up.a.port}\n"
         f"conf-dir={parts},*.conf\n"
@@ -128,14 +126,11 @@ def upstreams() -> Iterator[Upstreams]:
         yield Upstreams(a, b, r)
 
 
-@pytest.fixture(scope="module")
-def servers(
-    upstreams: Upstreams, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[tuple[DnsmasqServer, GatewayProcess]]:
-    folder = tmp_path_factory.mktemp("dnsmasq-conf")
-    common = common_conf(upstreams, folder)
+@contextlib.contextmanager
+def both_with(common: Path, folder: Path) -> Iterator[tuple[DnsmasqServer, GatewayProcess]]:
+    """dnsmasq and the gateway, each from a top file that includes ``common``."""
     port = free_port()
-    top = folder / "gateway.conf"
+    top = folder / f"gateway-{common.stem}.conf"
     top.write_text(f"port={port}\nlisten-address={LOOPBACK}\nconf-file={common}\n")
     with (
         DnsmasqServer([], conf_file=common) as dnsmasq,
@@ -144,6 +139,27 @@ def servers(
         ) as gateway,
     ):
         yield dnsmasq, gateway
+
+
+@pytest.fixture(scope="module")
+def servers(
+    upstreams: Upstreams, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[DnsmasqServer, GatewayProcess]]:
+    folder = tmp_path_factory.mktemp("dnsmasq-conf")
+    with both_with(common_conf(upstreams, folder), folder) as pair:
+        yield pair
+
+
+def hosts_conf(up: Upstreams, folder: Path) -> Path:
+    """Hosts files: the system's off, one of ours, its TTL; names without a dot."""
+    hosts = folder / "hosts"
+    hosts.write_text(f"{HOSTS_ADDRESS} printer.lan printer\n# a comment\n")
+    conf = folder / "hosts.conf"
+    conf.write_text(
+        f"no-resolv\nno-hosts\naddn-hosts={hosts}\nlocal-ttl={LOCAL_TTL_S}\n"
+        f"domain-needed\nserver={LOOPBACK}#{up.a.port}\n"
+    )
+    return conf
 
 
 def answer_of(msg: dns.message.Message) -> tuple[str, list[tuple[str, str, str]]]:
@@ -168,9 +184,6 @@ QUESTIONS = [
     ("blocked." + zone.ZONE, "A"),  # address=
     ("deep.blocked." + zone.ZONE, "A"),  # address= covers the names below
     ("ads." + zone.ZONE, "A"),  # address=/d/: NXDOMAIN
-    ("printer.lan.", "A"),  # addn-hosts
-    ("printer.", "A"),  # a name without a dot from a hosts file (domain-needed allows it)
-    ("200.2.0.192.in-addr.arpa.", "PTR"),  # hosts-file reverse
     ("10.2.0.192.in-addr.arpa.", "PTR"),  # rev-server -> R
     ("nodot.", "A"),  # domain-needed: not forwarded
     ("1.0.168.192.in-addr.arpa.", "PTR"),  # bogus-priv
@@ -197,9 +210,27 @@ def test_same_rcodes_and_answer_records(servers: tuple[DnsmasqServer, GatewayPro
     assert differing == EXPECTED_DIFFERENCES
 
 
+HOSTS_QUESTIONS = [
+    ("printer.lan.", "A"),  # addn-hosts
+    ("printer.lan.", "AAAA"),  # a hosts name without that family: NODATA
+    ("printer.", "A"),  # a name without a dot from a hosts file (domain-needed allows it)
+    ("200.2.0.192.in-addr.arpa.", "PTR"),  # hosts-file reverse
+    (zone.WWW, "A"),  # not in the file: forwarded
+    ("nodot.", "A"),  # domain-needed: not forwarded
+]
+
+
+def test_hosts_files_agree(upstreams: Upstreams, tmp_path: Path) -> None:
+    with both_with(hosts_conf(upstreams, tmp_path), tmp_path) as (dnsmasq, gateway):
+        for name, rdtype in HOSTS_QUESTIONS:
+            theirs = answer_of(query(dnsmasq.host, dnsmasq.port, name, rdtype))
+            assert answer_of(query(gateway.host, gateway.port, name, rdtype)) == theirs, name
+        for server in (dnsmasq, gateway):
+            local = query(server.host, server.port, "printer.lan.", "A")
+            assert [rrset.ttl for rrset in local.answer] == [LOCAL_TTL_S], server.label
+
+
 def test_ttl_options_bound_both(servers: tuple[DnsmasqServer, GatewayProcess]) -> None:
     for server in servers:
         forwarded = query(server.host, server.port, zone.MAIL, "A")  # 300 s upstream
         assert [rrset.ttl for rrset in forwarded.answer] == [MAX_TTL_S], server.label
-        local = query(server.host, server.port, "printer.lan.", "A")
-        assert [rrset.ttl for rrset in local.answer] == [LOCAL_TTL_S], server.label

@@ -13,10 +13,11 @@ from gateway.cache.store import CachePolicy, ForwardCache
 from gateway.catalog import static as static_catalog
 from gateway.catalog.source import StaticSource
 from gateway.dns import wire
+from gateway.forward.rules import build_rules, parse_server
 from gateway.metrics import Metrics
 from gateway.options import EMBEDDED_CATALOG, EMBEDDED_ZONES, Config
 from gateway.server.access import Access
-from gateway.server.resolver import Resolver
+from gateway.server.resolver import Resolver, catalog_domains
 from gateway.zones import zone as zones
 from tests.unit.helpers import name_text, query_bytes
 
@@ -246,3 +247,14 @@ def test_unparseable_upstream_reply_gets_servfail_and_is_never_cached() -> None:
         (reply,) = replies
         assert dns.message.from_wire(reply).rcode() == dns.rcode.SERVFAIL
         assert len(resolver._forward.cache) == 0
+
+
+def test_a_rule_for_exactly_a_consul_domain_forwards_it_without_a_live_consul() -> None:
+    """dnsmasq's server=/consul/127.0.0.1#8600 with no Consul HTTP address: Consul's DNS
+    answers, not the static catalog; with --consul the catalog does."""
+    policies = build_rules([parse_server("/consul/127.0.0.1#8600")], []).policies
+    assert catalog_domains(Config(), policies) == ()
+    assert catalog_domains(Config(alt_domain="alt"), policies) == ("alt",)
+    assert catalog_domains(Config(consul="http://127.0.0.1:8500"), policies) == ("consul",)
+    deeper = build_rules([parse_server("/service.consul/127.0.0.1#8600")], []).policies
+    assert catalog_domains(Config(), deeper) == ("consul",)  # the longer rule routes itself
