@@ -30,6 +30,7 @@ from gateway.consul.watch import Watcher
 
 log = logging.getLogger(__name__)
 
+SERVICE_ENDPOINT = "service"
 # The idle sweep runs every quarter of consul_idle_unwatch, at most this far apart.
 IDLE_SWEEP_MAX_S = 30.0
 
@@ -60,9 +61,13 @@ class Services:
         release_after_swap: Callable[[Iterable[asyncio.Future[None]]], None],
         idle_unwatch_s: float,
         idle_sweep_max_s: float = IDLE_SWEEP_MAX_S,
+        endpoint: str = SERVICE_ENDPOINT,
     ) -> None:
         """``changed`` says the view must be rebuilt; ``release_after_swap`` lets
-        first queries go on once it has been (:class:`~gateway.consul.publish.Publisher`)."""
+        first queries go on once it has been (:class:`~gateway.consul.publish.Publisher`).
+        ``endpoint`` is the health endpoint watched: ``/v1/health/<endpoint>/<name>``
+        ("service", or "connect" / "ingress" for the mesh name forms)."""
+        self._endpoint = endpoint
         self._local = local
         self._eager = eager
         self._clock = clock
@@ -116,13 +121,13 @@ class Services:
         self._watches[key] = watch
         self._slots.set_watches(len(self._watches))
         watch.task = self._watcher.start(
-            f"/v1/health/service/{name}",
+            f"/v1/health/{self._endpoint}/{name}",
             dc,
             on_data=lambda body: self._set_instances(watch, instances_from_health(body, dc)),
             on_unknown_dc=lambda: self._set_instances(watch, ()),
             on_error=lambda reason: self._failed(watch, reason),
             slotted=True,
-            label=f"service {name}.{dc}",
+            label=f"{self._endpoint} {name}.{dc}",
         )
         return watch
 

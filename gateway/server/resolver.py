@@ -65,7 +65,9 @@ class Resolver:
         self._zones = zone_set
         self.metrics = metrics
         self._rng = rng or random.Random()
-        self._answerer = CatalogAnswerer(config, on_service=source.touch)
+        self._answerer = CatalogAnswerer(
+            config, on_service=source.touch, on_endpoint=source.touch_endpoint
+        )
         self._router = self._make_router(zone_set)
         self._local = fastpath.AnswerTable(
             max_entries=max(1024, config.cache_size), max_bytes=config.prepared_max_bytes
@@ -245,7 +247,7 @@ class Resolver:
         try:
             async with asyncio.timeout(self._config.consul_first_query_timeout):
                 if isinstance(need, NeedService):
-                    await self._source.fetch_service(need.datacenter, need.name)
+                    await self._source.fetch_service(need.datacenter, need.name, need.kind)
                 else:
                     await self._source.fetch_query(need.datacenter, need.name)
             outcome = self._answerer.answer(self._source.snapshot(), query, route.suffix)
