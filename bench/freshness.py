@@ -106,7 +106,7 @@ def run(changes: int, idle_s: float) -> int:
             wait_for(lambda: poller.addresses() == {KEEP[1], FLIP[1]}, timeout=15)
             time.sleep(0.5)  # let the first fetch's follow-up blocking reads go out
             steps = cycle(agent)
-            before = gw.metrics()["consul_http_requests"]
+            before = gw.metrics()["consul_http_requests_total"]
             took_ms: dict[str, list[float]] = {step.label: [] for step in steps}
             for i in range(changes):
                 step = steps[i % len(steps)]
@@ -116,12 +116,12 @@ def run(changes: int, idle_s: float) -> int:
                 took_ms[step.label].append((time.perf_counter() - start) * 1000)
             time.sleep(0.5)  # the last change's follow-up reads
             metrics = gw.metrics()
-            per_change = (metrics["consul_http_requests"] - before) / changes
+            per_change = (metrics["consul_http_requests_total"] - before) / changes
 
-            idle_start = metrics["consul_http_requests"]
+            idle_start = metrics["consul_http_requests_total"]
             time.sleep(idle_s)
             idle = gw.metrics()
-            idle_requests = idle["consul_http_requests"] - idle_start
+            idle_requests = idle["consul_http_requests_total"] - idle_start
 
     samples = [ms for values in took_ms.values() for ms in values]
     p50, p90, p99 = (percentile(samples, q) for q in (0.5, 0.9, 0.99))

@@ -32,7 +32,7 @@ CLIENT_SOCKETS = 16
 
 def requests_total(gw: ConsulGateway, workers: int) -> float:
     """Consul HTTP requests made so far, summed over the workers."""
-    return sum(gw.metrics(worker=i).get("consul_http_requests", 0.0) for i in range(workers))
+    return sum(gw.metrics(worker=i).get("consul_http_requests_total", 0.0) for i in range(workers))
 
 
 def ask_everywhere(gw: ConsulGateway, names: list[str]) -> None:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import dns.name
 
+from gateway import metrics as m
 from gateway.cache.store import CachePolicy, ForwardCache
 from gateway.catalog import static as static_catalog
 from gateway.catalog.model import Snapshot
@@ -101,8 +102,10 @@ async def serve(config: Config, *, ready: asyncio.Event | None = None, worker: i
     _wire_metrics(metrics, cache, forwarder)
     gate = _gate(config, resolver, metrics, log_it=worker == 0)
     tcp = TcpServer(resolver, TcpLimits.from_config(config), gate=gate)
-    metrics.gauge("tcp_connections", lambda: tcp.connections)
-    metrics.gauge("tcp_queued_bytes", lambda: tcp.queued_bytes)
+    metrics.gauge("tcp_connections", lambda: tcp.connections, "Open client TCP connections.")
+    metrics.gauge(
+        "tcp_queued_bytes", lambda: tcp.queued_bytes, "Reply bytes queued for TCP clients."
+    )
     if hasattr(source, "register_metrics"):
         source.register_metrics(metrics)
     await _run(config, resolver, source, forwarder, tcp, gate, zone_set, worker, ready)
@@ -141,7 +144,9 @@ def _gate(config: Config, resolver: Resolver, metrics: Metrics, *, log_it: bool)
             "" if config.limit_loopback else " (not for loopback)",
         )
     if limiter is not None:
-        metrics.gauge("rrl_accounts", lambda: len(limiter))
+        metrics.gauge(
+            "rrl_accounts", lambda: len(limiter), "Client networks the rate limiter tracks."
+        )
     limits = UdpLimits(limiter, config.max_amplification, metrics.counters)
     return Gate(resolver, policy, limits, drop_denied=config.refuse_action == "drop")
 
@@ -167,13 +172,59 @@ def _resolver(
 
 
 def _wire_metrics(metrics: Metrics, cache: ForwardCache, forwarder: Forwarder | None) -> None:
-    metrics.gauge("cache_entries", lambda: len(cache))
-    metrics.gauge("cache_bytes", lambda: cache.bytes)
-    metrics.gauge("cache_evictions", lambda: cache.evicted)
+    metrics.gauge("cache_entries", lambda: len(cache), "Forwarded answers in the cache.")
+    metrics.gauge("cache_bytes", lambda: cache.bytes, "Estimated bytes of the cached answers.")
+    metrics.counter(
+        "cache_evictions", lambda: cache.evicted, "Cached answers evicted to stay within bounds."
+    )
     if forwarder is not None:
-        metrics.gauge("forward_inflight", lambda: forwarder.inflight)
+        metrics.gauge(
+            "forward_inflight", lambda: forwarder.inflight, "Questions waiting for an upstream."
+        )
         for name in forwarder.stats:
-            metrics.gauge(f"forward_{name}", lambda n=name: forwarder.stats[n])  # type: ignore[misc]
+            metrics.counter(f"forward_{name}", lambda n=name: forwarder.stats[n])  # type: ignore[misc]
+        metrics.family(lambda: _upstream_families(forwarder))
+
+
+def _upstream_families(forwarder: Forwarder) -> list[m.Metric]:
+    """Per-upstream queries, answers, failures and round-trip times."""
+    stats = forwarder.upstream_stats
+    return [
+        m.counter_family(
+            "upstream_queries",
+            "Queries sent to each upstream, by transport.",
+            ("upstream", "transport"),
+            [((u.name, "udp"), u.udp_queries) for u in stats]
+            + [((u.name, "tcp"), u.tcp_queries) for u in stats],
+        ),
+        m.counter_family(
+            "upstream_answers",
+            "Usable answers from each upstream.",
+            ("upstream",),
+            [((u.name,), u.answers) for u in stats],
+        ),
+        m.counter_family(
+            "upstream_failures",
+            "Upstream queries that gave no usable answer, by reason.",
+            ("upstream", "reason"),
+            [
+                ((u.name, reason), count)
+                for u in stats
+                for reason, count in (
+                    ("timeout", u.timeouts),
+                    ("error_reply", u.error_replies),
+                    ("malformed", u.malformed),
+                    ("send_error", u.send_errors),
+                )
+            ],
+        ),
+        m.histogram_family(
+            "upstream_rtt_seconds",
+            "Time from sending a query to an upstream to its usable answer.",
+            ("upstream",),
+            [((u.name,), u.rtt) for u in stats],
+        ),
+    ]
 
 
 async def _run(
@@ -194,6 +245,9 @@ async def _run(
     listeners: list[UdpListener | TcpListener] = []
     servers = []
     reloader = Reloader(config, resolver, source)
+    # /ready: the DNS listeners are open and the catalog source has started.
+    started = asyncio.Event()
+    metrics.readiness("listeners", started.is_set)
     try:
         for ep in config.listen:
             gated = gate if gate.policy.checks_listener(ep.host) else None
@@ -209,8 +263,14 @@ async def _run(
             mhost, mport = config.metrics_listen.host, config.metrics_listen.port
             mport = mport + worker if mport else 0
             servers.append(await serve_http(metrics, mhost, mport))
-            log.info("metrics of worker %d on http://%s:%d/metrics", worker, mhost, mport)
+            log.info(
+                "metrics of worker %d on http://%s:%d/metrics (and /health, /ready)",
+                worker,
+                mhost,
+                mport,
+            )
         await source.start()
+        started.set()
         if worker == 0:
             log.info(
                 "catalog: %s; zones: %s; upstreams: %s",

@@ -45,7 +45,7 @@ from gateway.consul.slots import Slots
 from gateway.consul.snapshot import build_snapshot, safe_name
 from gateway.consul.tasks import TaskSet
 from gateway.consul.watch import Watcher
-from gateway.metrics import Metrics
+from gateway.metrics import Metric, Metrics, gauge_family
 from gateway.options import Config
 
 log = logging.getLogger(__name__)
@@ -256,19 +256,67 @@ class ConsulSource:
         }
 
     def register_metrics(self, metrics: Metrics) -> None:
+        help = {
+            "http_requests": "HTTP requests made to Consul.",
+            "http_errors": "HTTP requests to Consul that failed (transport or status).",
+            "stale_retries": "Stale reads asked again of the leader (too far behind).",
+            "view_swaps": "Catalog views swapped in.",
+            "first_fetches": "First queries of a service that waited for Consul.",
+            "query_executions": "Prepared queries executed.",
+        }
         for name, read in self._counters().items():
-            metrics.gauge(f"consul_{name}", read)
-        metrics.gauge("consul_up", lambda: 1.0 if self.reachable else 0.0)
-        metrics.gauge("consul_view_available", lambda: 1.0 if self._liveness.usable() else 0.0)
-        metrics.gauge("consul_view_age_seconds", self.view_age)
-        metrics.gauge("consul_watched_services", lambda: len(self._services))
-        # Watches whose first read has arrived: with --consul-watch-all, equal
-        # to consul_watched_services once the whole catalog is in memory.
-        metrics.gauge("consul_services_loaded", self._services.loaded)
-        metrics.gauge("consul_watched_datacenters", lambda: len(self._datacenters))
-        metrics.gauge("consul_cached_queries", lambda: len(self._queries))
-        # Watches queued for a blocking-read slot (see gateway.consul.slots).
-        metrics.gauge("consul_watches_waiting_for_slot", lambda: self._slots.waiting)
+            metrics.counter(f"consul_{name}", read, help[name])
+        metrics.gauge(
+            "consul_up", lambda: 1.0 if self.reachable else 0.0, "Whether Consul answers (1/0)."
+        )
+        metrics.gauge(
+            "consul_view_available",
+            lambda: 1.0 if self._liveness.usable() else 0.0,
+            "Whether the catalog view may answer (1/0; 0 before the first view or past "
+            "consul_view_max_age).",
+        )
+        metrics.gauge(
+            "consul_view_age_seconds",
+            self.view_age,
+            "Seconds since the view was last known current (0 while Consul answers).",
+        )
+        metrics.gauge("consul_watched_services", lambda: len(self._services), "Services watched.")
+        # With --consul-watch-all, equal to consul_watched_services once the
+        # whole catalog is in memory.
+        metrics.gauge(
+            "consul_services_loaded", self._services.loaded, "Watched services Consul answered."
+        )
+        metrics.gauge(
+            "consul_watched_datacenters", lambda: len(self._datacenters), "Datacenters watched."
+        )
+        metrics.gauge(
+            "consul_cached_queries", lambda: len(self._queries), "Prepared-query results kept."
+        )
+        metrics.gauge(
+            "consul_watches_waiting_for_slot",
+            lambda: self._slots.waiting,
+            "Watches queued for a blocking-read slot (gateway.consul.slots).",
+        )
+        metrics.family(self._watch_families)
+        metrics.readiness("consul first view", self._ready)
+
+    def _watch_families(self) -> list[Metric]:
+        """Watches by health endpoint and state: loaded (Consul answered) or waiting."""
+        rows: list[tuple[tuple[str, str], float]] = []
+        for endpoint, watches in (
+            (SERVICE_ENDPOINT, self._services),
+            *self._endpoints.items(),
+        ):
+            loaded = watches.loaded()
+            rows += [((endpoint, "loaded"), loaded), ((endpoint, "waiting"), len(watches) - loaded)]
+        return [
+            gauge_family(
+                "consul_watches",
+                "Consul health watches, by endpoint (service, connect, ingress) and state.",
+                ("endpoint", "state"),
+                rows,
+            )
+        ]
 
     # -- wiring ---------------------------------------------------------------
 

@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 
 from gateway.dns import wire
 from gateway.forward.replies import Verdict, classify
+from gateway.metrics import Histogram
 from gateway.options import Endpoint
 
 log = logging.getLogger(__name__)
@@ -59,6 +60,21 @@ Done = Callable[[bytes | None], None]
 
 
 @dataclass(slots=True, eq=False)
+class UpstreamStats:
+    """What one upstream did, for the metrics (plain values, read at scrape time)."""
+
+    name: str  # host:port as configured
+    udp_queries: int = 0
+    tcp_queries: int = 0
+    answers: int = 0  # replies that answered the question
+    timeouts: int = 0  # UDP attempts that got no reply within the timeout
+    error_replies: int = 0  # SERVFAIL, REFUSED, NOTIMP, FORMERR
+    malformed: int = 0  # replies that failed the checks, TCP queries that gave nothing
+    send_errors: int = 0
+    rtt: Histogram = field(default_factory=Histogram)  # seconds to a usable answer
+
+
+@dataclass(slots=True, eq=False)
 class _Attempt:
     """One UDP query sent for a question; registered by (socket, ID) until the question ends."""
 
@@ -66,6 +82,7 @@ class _Attempt:
     upstream: int
     slot: int
     msg_id: int
+    sent_at: float = 0.0  # loop time
 
 
 @dataclass(slots=True, eq=False)
@@ -113,6 +130,7 @@ class Forwarder:
         self._upstreams = [(u.host, u.port) for u in upstreams]
         self._families = [socket.AF_INET6 if ":" in u.host else socket.AF_INET for u in upstreams]
         self._order = list(range(len(upstreams)))
+        self.upstream_stats = [UpstreamStats(str(u)) for u in upstreams]
         self._timeout = timeout
         self._deadline = deadline
         self._max_inflight = max_inflight
@@ -201,6 +219,7 @@ class Forwarder:
             pending.current = self._send_udp(pending, upstream)
         except OSError as exc:
             log.debug("upstream %s: send failed: %s", self._upstreams[upstream], exc)
+            self.upstream_stats[upstream].send_errors += 1
             self._demote(upstream)
             # A short pause, so an unreachable network cannot spin the loop.
             pending.timer = self._loop.call_later(SEND_ERROR_PAUSE_S, self._retry, pending)
@@ -233,10 +252,11 @@ class Forwarder:
                 break
         packet = self._packet(msg_id, pending)
         ps.sock.sendto(packet, self._upstreams[upstream])
-        attempt = _Attempt(pending, upstream, fileno, msg_id)
+        attempt = _Attempt(pending, upstream, fileno, msg_id, self._loop.time())
         self._by_id[(fileno, msg_id)] = attempt
         pending.attempts.append(attempt)
         self.stats["sent"] += 1
+        self.upstream_stats[upstream].udp_queries += 1
         return attempt
 
     def _random16(self) -> int:
@@ -302,6 +322,9 @@ class Forwarder:
         elif verdict is Verdict.ANSWER:
             self.stats["late_answers"] += 1
         if verdict is Verdict.ANSWER:
+            stats = self.upstream_stats[attempt.upstream]
+            stats.answers += 1
+            stats.rtt.observe(self._loop.time() - attempt.sent_at)
             self._finish(pending, data)
         elif (
             verdict is Verdict.TRUNCATED
@@ -317,7 +340,10 @@ class Forwarder:
 
     async def _over_tcp(self, pending: _Pending, upstream: int) -> None:
         host, port = self._upstreams[upstream]
-        remaining = self._deadline - (self._loop.time() - pending.started)
+        started = self._loop.time()
+        stats = self.upstream_stats[upstream]
+        stats.tcp_queries += 1
+        remaining = self._deadline - (started - pending.started)
         msg_id = self._random16()
         query = self._packet(msg_id, pending)
         writer = None
@@ -346,6 +372,8 @@ class Forwarder:
             if verdict is Verdict.NOT_OURS:
                 verdict = Verdict.MALFORMED
         if verdict is Verdict.ANSWER:
+            stats.answers += 1
+            stats.rtt.observe(self._loop.time() - started)
             self._finish(pending, data)
         else:
             self._unusable(pending, upstream, verdict, data)
@@ -356,9 +384,11 @@ class Forwarder:
         """``upstream`` answered without an answer: never ask it again for this question."""
         if verdict is Verdict.ERROR:
             self.stats["error_replies"] += 1
+            self.upstream_stats[upstream].error_replies += 1
             pending.last_error = data
         else:
             self.stats["malformed"] += 1
+            self.upstream_stats[upstream].malformed += 1
         pending.failed.add(upstream)
         self._demote(upstream)
         # Move on now unless a newer attempt (UDP with its timer, or TCP) is
@@ -370,6 +400,7 @@ class Forwarder:
         pending.timer = None
         self.stats["timeouts"] += 1
         if pending.current is not None:
+            self.upstream_stats[pending.current.upstream].timeouts += 1
             self._demote(pending.current.upstream)
             pending.current = None  # still registered: a late reply is welcome
         self._attempt(pending)
