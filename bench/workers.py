@@ -2,7 +2,7 @@
 
 Each worker is its own process with its own Consul watcher, so the view is
 duplicated, not shared. This measures by how much: Consul HTTP requests (every
-worker's ``consul_http_requests`` counter, worker i on metrics port + i) at
+worker's ``consul_http_requests_total`` counter, worker i on metrics port + i) at
 start-up with every service asked once through each worker, per catalog change,
 and at idle; and the resident memory summed over the workers.
 
