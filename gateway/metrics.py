@@ -28,6 +28,7 @@ import bisect
 import logging
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import TypeVar
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import (
@@ -321,17 +322,20 @@ def counter_family(
     name: str, help: str, labels: Sequence[str], rows: Iterable[tuple[Sequence[str], float]]
 ) -> CounterMetricFamily:
     """``dns_gateway_<name>_total`` with one sample per (label values, count) row."""
-    family = CounterMetricFamily(PREFIX + name, help, labels=labels)
-    for values, count in rows:
-        family.add_metric(values, count)
-    return family
+    return _filled(CounterMetricFamily(PREFIX + name, help, labels=labels), rows)
 
 
 def gauge_family(
     name: str, help: str, labels: Sequence[str], rows: Iterable[tuple[Sequence[str], float]]
 ) -> GaugeMetricFamily:
     """``dns_gateway_<name>`` with one sample per (label values, value) row."""
-    family = GaugeMetricFamily(PREFIX + name, help, labels=labels)
+    return _filled(GaugeMetricFamily(PREFIX + name, help, labels=labels), rows)
+
+
+_Family = TypeVar("_Family", CounterMetricFamily, GaugeMetricFamily)
+
+
+def _filled(family: _Family, rows: Iterable[tuple[Sequence[str], float]]) -> _Family:
     for values, value in rows:
         family.add_metric(values, value)
     return family

@@ -8,6 +8,7 @@ from gateway.catalog.answers import CatalogAnswerer, NeedService, Outcome
 from gateway.catalog.model import CONNECT, CRITICAL, INGRESS, Instance, Node, Snapshot
 from gateway.dns import codec, wire
 from gateway.options import Config
+from tests.unit.catalog.test_answers import inst as catalog_instance
 from tests.unit.helpers import parsed
 
 N1 = Node("n1", "192.0.2.1", "dc1")
@@ -15,9 +16,7 @@ PN = Node("pn", "192.0.2.9", "dc2")
 
 
 def inst(node: Node, sid: str, **kw: object) -> Instance:
-    fields = {"service": "pay", "service_id": sid, "node": node, "address": "", "port": 80}
-    fields.update(kw)
-    return Instance(**fields)  # type: ignore[arg-type]
+    return catalog_instance(node, sid, **{"service": "pay", **kw})
 
 
 SNAP = Snapshot(
