@@ -140,7 +140,9 @@ def build_snapshot(
         queries=dict(queries),
         # Connect and ingress instances settle unknown names as services do.
         endpoints={
-            kind: ServiceView(dict(entries), dict(names), datacenters)
+            kind: ServiceView(
+                layer_services(entries, base.endpoints.get(kind, {})), dict(names), datacenters
+            )
             for kind, entries in (endpoints or {}).items()
         },
         datacenters=(datacenters or frozenset()) | base.datacenters,
