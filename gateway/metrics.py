@@ -238,6 +238,11 @@ class Metrics:
         yield from self._answers()
         yield from self._latency()
         yield from self._plain_counters()
+        yield from self.registered()
+
+    def registered(self) -> Iterator[Metric]:
+        """Only what the parts registered (``gauge``, ``counter``, ``family``): the
+        Consul watcher process sends these on to the workers."""
         for name, (read, help) in sorted(self._read_counters.items()):
             value = self._read(name, read)
             if value is not None:

@@ -11,6 +11,19 @@ a first query or a lookup on the resolver's slow path, reported through
 prepared answers all that time is dropped and fetched again on its next
 query (one round trip), because dropping it swaps the snapshot and so
 clears those prepared answers.
+
+How a watch reads: its own blocking read of ``/v1/health/service/<name>``
+while the service watches fit in the blocking-read slots; once they
+outnumber them, one node-dump read per datacenter serves them all
+(:mod:`gateway.consul.dumps` says why), until they fall back to three
+quarters of the slots (a margin so that a count hovering at the limit does
+not switch back and forth).
+
+The same machinery watches the mesh health endpoints: a ``Services`` made
+with ``endpoint="connect"`` (or ``"ingress"``) reads
+``/v1/health/<endpoint>/<name>``. Those watches are few (one per mesh name
+asked), always read on their own and never from node dumps, which hold only
+what ``/v1/health/service`` holds.
 """
 
 from __future__ import annotations
@@ -20,10 +33,11 @@ import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from gateway.catalog.model import Instance
+from gateway.catalog.model import Instance, peer_of
 from gateway.catalog.source import CatalogUnavailable
 from gateway.consul.clock import Clock, sleep
 from gateway.consul.decode import instances_from_health
+from gateway.consul.dumps import ByName, NodeDumps
 from gateway.consul.slots import Slots
 from gateway.consul.snapshot import Key
 from gateway.consul.watch import Watcher
@@ -33,6 +47,8 @@ log = logging.getLogger(__name__)
 SERVICE_ENDPOINT = "service"
 # The idle sweep runs every quarter of consul_idle_unwatch, at most this far apart.
 IDLE_SWEEP_MAX_S = 30.0
+# Node dumps serve the watches until they fall to this share of the slots.
+DUMPS_LEAVE_SHARE = 0.75
 
 
 @dataclass(eq=False)
@@ -43,7 +59,7 @@ class ServiceWatch:
     instances: tuple[Instance, ...] | None = None  # None until Consul has answered
     last_error: str | None = None
     waiters: list[asyncio.Future[None]] = field(default_factory=list)
-    task: asyncio.Task[None] | None = None
+    task: asyncio.Task[None] | None = None  # its own read; None while a node dump serves it
 
 
 class Services:
@@ -78,6 +94,13 @@ class Services:
         self._idle_unwatch_s = idle_unwatch_s
         self._idle_sweep_s = min(idle_unwatch_s / 4, idle_sweep_max_s)
         self._watches: dict[Key, ServiceWatch] = {}
+        self._dumps = NodeDumps(
+            watcher,
+            on_data=self._dumped,
+            on_unknown_dc=lambda dc: self._each_dumped(dc, lambda w: self._set_instances(w, ())),
+            on_error=lambda dc, reason: self._each_dumped(dc, lambda w: self._failed(w, reason)),
+        )
+        self._dumping = False  # node dumps serve every watch
         self.first_fetches = 0
 
     def __len__(self) -> int:
@@ -86,6 +109,11 @@ class Services:
     def loaded(self) -> int:
         """Watches whose first read has arrived."""
         return sum(1 for w in self._watches.values() if w.instances is not None)
+
+    @property
+    def dumping(self) -> bool:
+        """Whether node dumps serve the watches (a metric)."""
+        return self._dumping
 
     def entries(self) -> dict[Key, tuple[Instance, ...]]:
         return {k: w.instances for k, w in self._watches.items() if w.instances is not None}
@@ -119,8 +147,17 @@ class Services:
             return watch
         watch = ServiceWatch(key, eager, self._clock.now())
         self._watches[key] = watch
-        self._slots.set_watches(len(self._watches))
-        watch.task = self._watcher.start(
+        if self._dumping and _dumpable(dc):
+            self._from_dump(watch)
+        else:
+            watch.task = self._read(watch)
+        self._choose_reads()
+        return watch
+
+    def _read(self, watch: ServiceWatch) -> asyncio.Task[None]:
+        """The watch's own blocking reads."""
+        dc, name = watch.key
+        return self._watcher.start(
             f"/v1/health/{self._endpoint}/{name}",
             dc,
             on_data=lambda body: self._set_instances(watch, instances_from_health(body, dc)),
@@ -129,7 +166,53 @@ class Services:
             slotted=True,
             label=f"{self._endpoint} {name}.{dc}",
         )
-        return watch
+
+    def _from_dump(self, watch: ServiceWatch) -> None:
+        """The watch is served by its datacenter's node dump (the last one, if in)."""
+        dc, name = watch.key
+        self._dumps.ensure(dc)
+        latest = self._dumps.latest(dc)
+        if latest is not None:
+            self._set_instances(watch, latest.get(name, ()))
+
+    def _choose_reads(self) -> None:
+        """Own reads within the slots, node dumps beyond (module doc)."""
+        if self._endpoint != SERVICE_ENDPOINT:
+            return  # own reads always; the slots count the service watches
+        count = len(self._watches)
+        if not self._dumping and count > self._slots.capacity:
+            log.info(
+                "%d service watches outnumber the %d blocking-read slots: "
+                "reading node dumps (see --consul-max-connections)",
+                count,
+                self._slots.capacity,
+            )
+            self._dumping = True
+            for watch in self._watches.values():
+                if not _dumpable(watch.key[0]):
+                    continue
+                if watch.task is not None:
+                    watch.task.cancel()
+                    watch.task = None
+                self._from_dump(watch)
+        elif self._dumping and count <= self._slots.capacity * DUMPS_LEAVE_SHARE:
+            log.info("%d service watches: reading each service again", count)
+            self._dumping = False
+            self._dumps.stop_all()
+            for watch in self._watches.values():
+                if watch.task is None:
+                    watch.task = self._read(watch)
+        self._slots.set_watches(0 if self._dumping else count)
+
+    def _dumped(self, dc: str, services: ByName) -> None:
+        self._each_dumped(
+            dc, lambda watch: self._set_instances(watch, services.get(watch.key[1], ()))
+        )
+
+    def _each_dumped(self, dc: str, apply: Callable[[ServiceWatch], None]) -> None:
+        for watch in list(self._watches.values()):
+            if watch.key[0] == dc and watch.task is None:
+                apply(watch)
 
     def listed(self, dc: str, names: frozenset[str]) -> None:
         """``dc``'s service list changed."""
@@ -174,9 +257,11 @@ class Services:
 
     def _stop(self, key: Key) -> None:
         watch = self._watches.pop(key)
-        self._slots.set_watches(len(self._watches))
         if watch.task is not None:
             watch.task.cancel()
+        elif not any(k[0] == key[0] for k in self._watches):
+            self._dumps.stop(key[0])  # its datacenter's last watch
+        self._choose_reads()
         self._changed()
         if watch.waiters:
             # Only a service that left Consul's lists is stopped while a first
@@ -195,3 +280,9 @@ class Services:
             if not watch.eager and not watch.waiters and watch.last_used < cutoff:
                 log.debug("unwatching idle service %s.%s", key[1], key[0])
                 self._stop(key)
+
+
+def _dumpable(dc: str) -> bool:
+    """Whether a node dump can serve a watch there: a cluster peer's services are
+    not in the local datacenter's dump, so they are always read on their own."""
+    return peer_of(dc) is None

@@ -55,7 +55,8 @@ log = logging.getLogger(__name__)
 class Tuning:
     """Limits and periods that are not options; tests shrink them."""
 
-    max_blocking_reads: int = slots.MAX_BLOCKING_READS
+    # None: from consul_max_connections (slots.blocking_slots).
+    max_blocking_reads: int | None = None
     shared_slot_wait_s: float = slots.SHARED_SLOT_WAIT_S
     request_timeout_s: float = reader.REQUEST_TIMEOUT_S
     blocking_margin_s: float = reader.BLOCKING_MARGIN_S
@@ -87,7 +88,10 @@ class ConsulSource:
             http
             if http is not None
             else AioConsulHTTP(
-                self._address, token=config.consul_token, tls=tls_context(config, self._address)
+                self._address,
+                token=config.consul_token,
+                tls=tls_context(config, self._address),
+                max_connections=config.consul_max_connections,
             )
         )
         self._static = static
@@ -111,9 +115,10 @@ class ConsulSource:
             request_timeout_s=tuning.request_timeout_s,
             blocking_margin_s=tuning.blocking_margin_s,
         )
-        self._slots = Slots(
-            max_reads=tuning.max_blocking_reads, shared_wait_s=tuning.shared_slot_wait_s
-        )
+        max_reads = tuning.max_blocking_reads
+        if max_reads is None:
+            max_reads = slots.blocking_slots(config.consul_max_connections)
+        self._slots = Slots(max_reads=max_reads, shared_wait_s=tuning.shared_slot_wait_s)
         watcher = Watcher(
             self._reader,
             self._slots,
@@ -248,6 +253,9 @@ class ConsulSource:
     def _counters(self) -> dict[str, Callable[[], int]]:
         return {
             "http_requests": lambda: self._reader.requests,
+            # The most requests in flight at once so far: bounded by the
+            # slots, the datacenters and first queries, not by the services.
+            "http_inflight_peak": lambda: self._reader.inflight_peak,
             "http_errors": lambda: self._reader.errors,
             "stale_retries": lambda: self._reader.stale_retries,
             "view_swaps": lambda: self._publisher.swaps,
@@ -264,8 +272,13 @@ class ConsulSource:
             "first_fetches": "First queries of a service that waited for Consul.",
             "query_executions": "Prepared queries executed.",
         }
+        # A peak only goes up, but is no count of events: a gauge.
+        peaks = {"http_inflight_peak": "The most requests to Consul in flight at once so far."}
         for name, read in self._counters().items():
-            metrics.counter(f"consul_{name}", read, help[name])
+            if name in peaks:
+                metrics.gauge(f"consul_{name}", read, peaks[name])
+            else:
+                metrics.counter(f"consul_{name}", read, help.get(name, ""))
         metrics.gauge(
             "consul_up", lambda: 1.0 if self.reachable else 0.0, "Whether Consul answers (1/0)."
         )
@@ -296,6 +309,14 @@ class ConsulSource:
             "consul_watches_waiting_for_slot",
             lambda: self._slots.waiting,
             "Watches queued for a blocking-read slot (gateway.consul.slots).",
+        )
+        metrics.gauge(
+            "consul_http_inflight", lambda: self._reader.inflight, "Requests to Consul in flight."
+        )
+        metrics.gauge(
+            "consul_node_dumps",
+            lambda: 1.0 if self._services.dumping else 0.0,
+            "1 while node dumps serve the service watches (gateway.consul.dumps).",
         )
         metrics.family(self._watch_families)
         metrics.readiness("consul first view", self._ready)
