@@ -17,7 +17,7 @@ from pathlib import Path
 from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 
-from harness.ports import LOOPBACK, free_port, host_port
+from harness.ports import LOOPBACK, free_port_run, host_port
 from harness.process import DnsServerProcess
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -130,7 +130,9 @@ class ConsulGateway(GatewayProcess):
         log_path: Path | None = None,
         probe_name: str = "consul.",
     ) -> None:
-        self.metrics_port = free_port()
+        # Worker i serves its metrics on this port + i: all of them free.
+        workers = int(args[args.index("--workers") + 1]) if "--workers" in args else 1
+        self.metrics_port = free_port_run(workers)
         super().__init__(
             "--consul",
             consul_addr,
