@@ -58,7 +58,9 @@ REVERSE = "reverse"
 CACHE = "cache"
 FORWARD = "forward"
 ERROR = "error"
-ANSWERERS = (CATALOG, ZONE, REVERSE, CACHE, FORWARD, ERROR)
+# A forwarding rule answered itself (dnsmasq's address=/local=: an address or NXDOMAIN).
+RULE = "rule"
+ANSWERERS = (CATALOG, ZONE, REVERSE, RULE, CACHE, FORWARD, ERROR)
 
 # Query types with a label of their own; every other type is "other", so
 # the label set stays bounded (answerers x 15 types x 16 rcodes).
