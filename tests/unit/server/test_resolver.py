@@ -258,3 +258,29 @@ def test_a_rule_for_exactly_a_consul_domain_forwards_it_without_a_live_consul() 
     assert catalog_domains(Config(consul="http://127.0.0.1:8500"), policies) == ("consul",)
     deeper = build_rules([parse_server("/service.consul/127.0.0.1#8600")], []).policies
     assert catalog_domains(Config(), deeper) == ("consul",)  # the longer rule routes itself
+
+
+def test_every_answer_counts_once_in_its_tally_slot() -> None:
+    """Issue 10: answers by answerer, query type and rcode, on both paths."""
+    from gateway import metrics as m
+
+    resolver, forwarder, _ = make()
+    for _ in range(3):
+        ask(resolver, query_bytes("web.service.consul", "A"))  # slow once, then fast
+    ask(resolver, query_bytes("router.home.arpa", "AAAA"))
+    # A whole header and a question that does not parse: FORMERR, built by the gateway.
+    ask(resolver, b"\x12\x34\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00\x3f")
+    ask(resolver, query_bytes("www.example.org", "A"))
+    question, _, done = forwarder.calls[0]
+    done(upstream_reply(question))
+    ask(resolver, query_bytes("www.example.org", "A"))  # from the cache, fast path
+    counted = dict(resolver.metrics.tally.items())
+    assert counted[(m.CATALOG, "A", 0)] == 3
+    assert counted[(m.ZONE, "AAAA", 0)] == 1
+    assert counted[(m.FORWARD, "A", 0)] == 1
+    assert counted[(m.CACHE, "A", 0)] == 1
+    assert counted[(m.ERROR, "other", 1)] == 1
+    latency = resolver.metrics.latency
+    assert sum(latency[m.CATALOG].counts) == 1  # only the slow-path answer is timed
+    assert sum(latency[m.FORWARD].counts) == 1
+    assert sum(latency[m.CACHE].counts) == 0
