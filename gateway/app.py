@@ -22,10 +22,13 @@ from gateway.catalog.model import Snapshot
 from gateway.catalog.source import CatalogSource, StaticSource
 from gateway.errors import StartupError
 from gateway.forward.forwarder import Forwarder
+from gateway.hosts import watch as hosts_watch
+from gateway.hosts.table import HostsTable
 from gateway.metrics import Metrics, serve_http
 from gateway.options import Config, ConfigError
 from gateway.server import interfaces
 from gateway.server.access import AccessPolicy
+from gateway.server.querylog import QueryLog
 from gateway.server.ratelimit import ResponseRateLimiter, UdpLimits
 from gateway.server.resolver import Resolver
 from gateway.server.tcp_limits import TcpLimits
@@ -94,18 +97,25 @@ async def serve(config: Config, *, ready: asyncio.Event | None = None, worker: i
         ),
         clock=time.monotonic,
     )
+    hosts = hosts_watch.HostsWatch(
+        hosts_watch.paths(config), config.local_ttl, lambda table: resolver.replace_hosts(table)
+    )
     try:
-        resolver = _resolver(config, source, zone_set, forwarder, cache, metrics)
+        resolver = _resolver(config, source, zone_set, forwarder, cache, metrics, hosts.initial())
     except ValueError as exc:  # a zone that is also the Consul domain
         raise ConfigError(f"option 'zones' ({config.zones}): {exc}") from None
     _wire_metrics(metrics, cache, forwarder)
+    metrics.gauge("hosts_names", lambda: resolver.hosts_names)
     gate = _gate(config, resolver, metrics, log_it=worker == 0)
     tcp = TcpServer(resolver, TcpLimits.from_config(config), gate=gate)
     metrics.gauge("tcp_connections", lambda: tcp.connections)
     metrics.gauge("tcp_queued_bytes", lambda: tcp.queued_bytes)
     if hasattr(source, "register_metrics"):
         source.register_metrics(metrics)
-    await _run(config, resolver, source, forwarder, tcp, gate, zone_set, worker, ready)
+    try:
+        await _run(config, resolver, source, forwarder, tcp, gate, zone_set, hosts, worker, ready)
+    finally:
+        hosts.close()
 
 
 def _gate(config: Config, resolver: Resolver, metrics: Metrics, *, log_it: bool) -> Gate:
@@ -143,7 +153,10 @@ def _gate(config: Config, resolver: Resolver, metrics: Metrics, *, log_it: bool)
     if limiter is not None:
         metrics.gauge("rrl_accounts", lambda: len(limiter))
     limits = UdpLimits(limiter, config.max_amplification, metrics.counters)
-    return Gate(resolver, policy, limits, drop_denied=config.refuse_action == "drop")
+    querylog = QueryLog(resolver) if config.log_queries else None
+    return Gate(
+        resolver, policy, limits, drop_denied=config.refuse_action == "drop", querylog=querylog
+    )
 
 
 def _resolver(
@@ -153,6 +166,7 @@ def _resolver(
     forwarder: Forwarder | None,
     cache: ForwardCache,
     metrics: Metrics,
+    hosts: HostsTable,
 ) -> Resolver:
     return Resolver(
         config,
@@ -163,6 +177,7 @@ def _resolver(
         metrics=metrics,
         rng=random.Random(),
         call_later=asyncio.get_running_loop().call_later,
+        hosts=hosts,
     )
 
 
@@ -184,6 +199,7 @@ async def _run(
     tcp: TcpServer,
     gate: Gate,
     zone_set: dict[dns.name.Name, zones.Zone],
+    hosts: hosts_watch.HostsWatch,
     worker: int,
     ready: asyncio.Event | None,
 ) -> None:
@@ -193,10 +209,13 @@ async def _run(
     assert config.upstream is not None
     listeners: list[UdpListener | TcpListener] = []
     servers = []
-    reloader = Reloader(config, resolver, source)
+    reloader = Reloader(config, resolver, source, hosts)
     try:
         for ep in config.listen:
-            gated = gate if gate.policy.checks_listener(ep.host) else None
+            # --log-queries: every listener takes the gate, which hands out the
+            # logging answer functions (no test per query when it is off).
+            checked = config.log_queries or gate.policy.checks_listener(ep.host)
+            gated = gate if checked else None
             listeners.extend(
                 await open_listeners(
                     resolver, ep.host, ep.port, tcp=tcp, reuse_port=config.workers > 1, gate=gated
@@ -211,6 +230,7 @@ async def _run(
             servers.append(await serve_http(metrics, mhost, mport))
             log.info("metrics of worker %d on http://%s:%d/metrics", worker, mhost, mport)
         await source.start()
+        hosts.start()
         if worker == 0:
             log.info(
                 "catalog: %s; zones: %s; upstreams: %s",
@@ -257,7 +277,7 @@ def read_files(config: Config, with_catalog: bool) -> Files:
 
 
 class Reloader:
-    """SIGHUP: read zone files (and static catalog files) again.
+    """SIGHUP: read zone files (and static catalog files) again, and the hosts files.
 
     The files are read and parsed in a thread, so answers go on meanwhile
     (a 100,000-record zone takes seconds to parse); the result is swapped in
@@ -268,8 +288,15 @@ class Reloader:
     static catalog files are read at start only.
     """
 
-    def __init__(self, config: Config, resolver: Resolver, source: CatalogSource) -> None:
+    def __init__(
+        self,
+        config: Config,
+        resolver: Resolver,
+        source: CatalogSource,
+        hosts: hosts_watch.HostsWatch | None = None,
+    ) -> None:
         self._config = config
+        self._hosts = hosts
         self._resolver = resolver
         self._source = source
         self._with_catalog = isinstance(source, StaticSource) and config.catalog is not None
@@ -285,6 +312,8 @@ class Reloader:
         if self._busy:
             self._again = True
             return
+        if self._hosts is not None:
+            self._hosts.reload()  # on its own: a bad zone file must not hold back hosts
         self._busy = True
         log.info("reloading files")
         loop = asyncio.get_running_loop()

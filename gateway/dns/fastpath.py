@@ -78,6 +78,7 @@ class Entry:
         "_size",
         "_templates",
         "_turn",
+        "source",
     )  # fmt: skip
 
     def __init__(
@@ -88,7 +89,10 @@ class Entry:
         edns: wire.Edns | None,
         payload: int,
         rng: random.Random,
+        source: str = "",
     ) -> None:
+        # The answerer that made it (catalog, zone, hosts, ...): for --log-queries.
+        self.source = source
         self._question = question
         self._answer = answer
         self._edns = edns

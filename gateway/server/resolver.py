@@ -26,12 +26,15 @@ from gateway.catalog.answers import CatalogAnswerer, NeedQuery, NeedService
 from gateway.catalog.source import CatalogSource, CatalogUnavailable
 from gateway.dns import codec, fastpath, wire
 from gateway.dns.codec import Answer
+from gateway.hosts.table import HostsTable
 from gateway.metrics import Metrics
 from gateway.options import Config
 from gateway.ratelog import RateLimitedLog
 from gateway.server import rcodes
 from gateway.server.access import Access
-from gateway.server.router import Kind, Route, Router
+from gateway.server.chaos import CLASSES as CHAOS_CLASSES
+from gateway.server.chaos import ChaosAnswerer
+from gateway.server.router import FORWARD, Kind, Route, Router
 from gateway.zones import zone as zones
 
 log = logging.getLogger(__name__)
@@ -57,12 +60,18 @@ class Resolver:
         metrics: Metrics,
         rng: random.Random | None = None,
         call_later: CallLater | None = None,
+        hosts: HostsTable | None = None,
     ) -> None:
         """``call_later`` (``loop.call_later``) runs the client-response timer
-        of serve-stale (``--stale-answer-client-timeout``); None: no timer."""
+        of serve-stale (``--stale-answer-client-timeout``); None: no timer.
+        ``hosts``: the hosts files' table (None: the RFC 6761 names only)."""
         self._config = config
         self._source = source
         self._zones = zone_set
+        self._hosts = hosts if hosts is not None else HostsTable(ttl=config.local_ttl)
+        self._chaos = ChaosAnswerer(config.chaos)
+        # Which answerer took the last slow-path query (the query log reads it).
+        self.answered_by = ""
         self.metrics = metrics
         self._rng = rng or random.Random()
         self._answerer = CatalogAnswerer(config, on_service=source.touch)
@@ -94,12 +103,16 @@ class Resolver:
         # For clients without --allow-recursion: catalog and zone entries only.
         self.answer_fast_local = fastpath.make_local_answer(self._local, self._max_udp)
         self._drop_denied = config.refuse_action == "drop"
+        self._cache = cache
 
     def _make_router(self, zone_set: dict[dns.name.Name, zones.Zone]) -> Router:
         def knows_address(address: str) -> bool:
             return bool(self._source.snapshot().reverse(address))
 
-        return Router(self._config.domains, zone_set, knows_address)
+        def claims(name: bytes) -> bool:
+            return self._hosts.claims(name)
+
+        return Router(self._config.domains, zone_set, knows_address, local=claims)
 
     # -- the hot path ------------------------------------------------------
 
@@ -110,6 +123,16 @@ class Resolver:
         (see ``__init__``); this method documents the contract.
         """
         return self._fast(data, tcp)
+
+    def prepared_source(self, data: bytes, tcp: bool) -> str:
+        """Which answerer made the fast path's answer to ``data`` (--log-queries).
+
+        A prepared entry knows its answerer; anything else the fast path
+        answers is a forwarded answer from the cache.
+        """
+        key = self._key_of(data, tcp)
+        entry = self._local.get(key) if key is not None else None
+        return entry.source if entry is not None else "cache"
 
     # -- the slow path -----------------------------------------------------
 
@@ -128,6 +151,7 @@ class Resolver:
         ``reply`` is called once, now or later (TCP counts on it).
         """
         self._counts["slow"] += 1
+        self.answered_by = "gateway"
         dropped = rcodes.drop_reason(data)
         if dropped is not None:
             self._counts[dropped] += 1
@@ -137,6 +161,11 @@ class Resolver:
         except wire.FormatError as exc:
             if access is Access.NONE:
                 return self._deny(data, None, reply, "access")
+            if wire.opcode_of(data) != wire.OPCODE_QUERY:
+                # RFC 8906 3.1.4: an unknown opcode is NOTIMP, whatever the
+                # sections hold (an empty question section included).
+                self._fail(data, rcodes.NotImplementedOpcode(), reply, None)
+                return True
             self._counts["formerr"] += 1
             self._fail(data, exc, reply, None)
             return True
@@ -170,12 +199,11 @@ class Resolver:
             self._log.error("resolver_bug", "error answering %s", what, exc_info=exc)
         rcode = rcodes.rcode_for(exc)
         self._counts[f"rcode_{rcode}"] += 1
+        edns = query.edns if query is not None else None
         response = rcodes.error_reply(
-            data,
-            rcode,
-            client_edns=query is not None and query.edns is not None,
-            payload=self._max_udp,
-        )
+            data, rcode, client_edns=edns is not None, payload=self._max_udp,
+            do=edns is not None and edns.do,
+        )  # fmt: skip
         if response:
             reply(response)
 
@@ -189,12 +217,28 @@ class Resolver:
             raise rcodes.BadVersion()
         if query.qtype in _TRANSFER_TYPES:
             raise rcodes.Refused()
+        if query.qclass in CHAOS_CLASSES:
+            # About the server itself: never forwarded (it would name the upstream).
+            self.answered_by = "chaos"
+            answer = self._chaos.answer(query)
+            self._reply_local(data, query, tcp, self._checked_key(data, query, tcp), answer, reply)
+            return True
         # The fast path's key of this very packet, when its question is the
         # one parsed here (a zero byte inside a label would fool the key).
-        key = self._key_of(data, tcp)
-        if key is not None and len(key) + 11 != query.question_end:
-            key = None
+        key = self._checked_key(data, query, tcp)
         route = self._router.route(query.qname_wire)
+        if route.kind is Kind.HOSTS:
+            hosts_answer = self._hosts.answer(query)
+            if hosts_answer is not None:
+                self.answered_by = "hosts"
+                self._reply_local(data, query, tcp, key, hosts_answer, reply)
+                return True
+            route = FORWARD  # a reverse name of the hosts files, not asked for PTR
+        elif route.kind is Kind.REVERSE and query.qtype not in (wire.PTR, wire.ANY):
+            # Only the PTR records are the catalog's; the rest is what the
+            # upstream says (RFC 8906: never an empty NOERROR without SOA).
+            route = FORWARD
+        self.answered_by = route.kind.value
         if route.kind is Kind.FORWARD:
             if access is not Access.FULL:
                 return self._deny(data, query, reply, "recursion")
@@ -212,6 +256,14 @@ class Resolver:
         else:
             self._catalog(data, query, tcp, key, route, reply)
         return True
+
+    def _checked_key(self, data: bytes, query: wire.Query, tcp: bool) -> bytes | None:
+        """The fast path's key of this very packet, when its question is the
+        one parsed here (a zero byte inside a label would fool the key)."""
+        key = self._key_of(data, tcp)
+        if key is not None and len(key) + 11 != query.question_end:
+            return None
+        return key
 
     def _catalog(
         self, data: bytes, query: wire.Query, tcp: bool, key: bytes | None, route: Route,
@@ -251,6 +303,7 @@ class Resolver:
             outcome = self._answerer.answer(self._source.snapshot(), query, route.suffix)
             if not isinstance(outcome, Answer):
                 raise CatalogUnavailable(f"{need} still unknown after fetching")
+            self.answered_by = "catalog"  # other queries were answered meanwhile
             self._reply_local(data, query, tcp, key, outcome, reply)
         except Exception as exc:
             self._fail(data, exc, reply, query)
@@ -267,8 +320,9 @@ class Resolver:
         reply: Reply,
     ) -> None:
         entry = fastpath.Entry(
-            _question(query), answer, edns=query.edns, payload=self._max_udp, rng=self._rng
-        )
+            _question(query), answer, edns=query.edns, payload=self._max_udp, rng=self._rng,
+            source=self.answered_by,
+        )  # fmt: skip
         if key is not None:
             self._local.put(key, entry)
         self._counts[f"rcode_{answer.rcode}"] += 1
@@ -302,6 +356,25 @@ class Resolver:
                 self._fail(data, exc, reply, query)
 
         self._forward.answer(key, _question(query), query.edns, done)
+
+    @property
+    def hosts_names(self) -> int:
+        """Names the hosts files give (a metric)."""
+        return len(self._hosts)
+
+    def replace_hosts(self, table: HostsTable) -> None:
+        """Serves a new hosts table (a file changed, SIGHUP).
+
+        Prepared answers go (they may be hosts answers), and so do cached
+        forwarded answers for names the new table claims: the fast path
+        looks in the cache, which would go on answering a name just added
+        to a hosts file with the upstream's records until their TTL ran out.
+        """
+        self._hosts = table
+        self._local.clear()
+        dropped = self._cache.drop_names(table.claims)
+        if dropped:
+            log.info("hosts files changed: %d cached forwarded answers dropped", dropped)
 
     def replace_zones(self, zone_set: dict[dns.name.Name, zones.Zone]) -> None:
         """Serves a new set of local zones (reload); ValueError if one clashes."""

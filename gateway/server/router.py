@@ -21,6 +21,7 @@ class Kind(enum.Enum):
     CATALOG = "catalog"  # under a Consul domain
     REVERSE = "reverse"  # the PTR name of an address the catalog knows
     ZONE = "zone"  # in a local zone
+    HOSTS = "hosts"  # a hosts-file name or address, localhost., loopback reverse names
     FORWARD = "forward"  # everything else
 
 
@@ -38,6 +39,7 @@ class Route:
 
 
 FORWARD = Route(Kind.FORWARD)
+HOSTS = Route(Kind.HOSTS)
 # The reverse trees (RFC 1035 3.5, RFC 3596 2.5) in lower-case wire form.
 _REVERSE_SUFFIXES = (b"\x07in-addr\x04arpa\x00", b"\x03ip6\x04arpa\x00")
 
@@ -48,7 +50,9 @@ class Router:
     The longest matching suffix wins, so a zone ``svc.consul`` would take
     its names away from the catalog, and ``consul`` zone files cannot
     shadow the catalog by accident: the same suffix twice is an error.
-    A reverse name no domain or zone claims goes to the catalog when the
+    A name no domain or zone claims goes to the hosts answerer when it
+    claims it (``local``: hosts files, RFC 6761 names; dnsmasq answers these
+    before forwarding), else a reverse name goes to the catalog when the
     catalog knows the address (``knows_address``), else it is forwarded.
     """
 
@@ -57,6 +61,7 @@ class Router:
         domains: Iterable[str],
         zone_origins: Iterable[dns.name.Name],
         knows_address: Callable[[str], bool] | None = None,
+        local: Callable[[bytes], bool] | None = None,
     ) -> None:
         self._routes: dict[bytes, Route] = {}
         for domain in domains:
@@ -65,6 +70,7 @@ class Router:
         for origin in zone_origins:
             self._add(origin, Route(Kind.ZONE, origin))
         self._knows_address = knows_address
+        self._local = local
 
     def _add(self, suffix: dns.name.Name, route: Route) -> None:
         key = wire.to_wire(suffix).lower()
@@ -85,6 +91,8 @@ class Router:
             if found is not None:
                 return found
             pos += 1 + name[pos]
+        if self._local is not None and self._local(name):
+            return HOSTS
         if self._knows_address is not None and name.endswith(_REVERSE_SUFFIXES):
             address = reverse_address(wire.name_of(name))
             if address is not None and self._knows_address(address):
