@@ -11,11 +11,11 @@ import random
 import signal
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import dns.name
 
+from gateway.background import SerialJob
 from gateway.cache.store import CachePolicy, ForwardCache
 from gateway.catalog import static as static_catalog
 from gateway.catalog.model import Snapshot
@@ -300,30 +300,18 @@ class Reloader:
         self._resolver = resolver
         self._source = source
         self._with_catalog = isinstance(source, StaticSource) and config.catalog is not None
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="reload")
-        self._busy = False
-        self._again = False
-        self._closed = False
+        self._job = SerialJob(
+            lambda: read_files(self._config, self._with_catalog), self._finish, "reload"
+        )
 
     def request(self) -> None:
         """Starts a reload, or queues one after the reload under way."""
-        if self._closed:
-            return
-        if self._busy:
-            self._again = True
-            return
         if self._hosts is not None:
             self._hosts.reload()  # on its own: a bad zone file must not hold back hosts
-        self._busy = True
-        log.info("reloading files")
-        loop = asyncio.get_running_loop()
-        future = loop.run_in_executor(self._executor, read_files, self._config, self._with_catalog)
-        future.add_done_callback(self._finish)
+        if self._job.request():
+            log.info("reloading files")
 
     def _finish(self, future: asyncio.Future[Files]) -> None:
-        self._busy = False
-        if self._closed or future.cancelled():
-            return
         try:
             files = future.result()
             self._resolver.replace_zones(files.zone_set)
@@ -335,14 +323,10 @@ class Reloader:
             if files.catalog is not None and isinstance(self._source, StaticSource):
                 self._source.replace(files.catalog)
             log.info("reloaded: zones %s", zones.describe(files.zone_set))
-        if self._again:
-            self._again = False
-            self.request()
 
     def close(self) -> None:
         """No more reloads; one under way finishes in its thread and is dropped."""
-        self._closed = True
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        self._job.close()
 
 
 def run(config: Config, worker: int = 0) -> None:

@@ -22,9 +22,9 @@ import asyncio
 import logging
 import os
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from gateway.background import SerialJob
 from gateway.hosts.parse import HostsLine, parse
 from gateway.hosts.table import HostsTable
 from gateway.options import Config
@@ -94,11 +94,9 @@ class HostsWatch:
         self._on_table = on_table
         self._interval = interval
         self._seen: Signature | None = None
-        self._busy = False
-        self._again = False
-        self._closed = False
         self._timer: asyncio.TimerHandle | None = None
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hosts")
+        self._closed = False
+        self._job = SerialJob(self._read, self._finish, "hosts")
 
     def start(self) -> None:
         """Starts polling (the first table was read at start-up, see ``initial``)."""
@@ -119,14 +117,7 @@ class HostsWatch:
         self._timer = asyncio.get_running_loop().call_later(self._interval, self._poll)
 
     def reload(self) -> None:
-        if self._closed:
-            return
-        if self._busy:
-            self._again = True
-            return
-        self._busy = True
-        future = asyncio.get_running_loop().run_in_executor(self._executor, self._read)
-        future.add_done_callback(self._finish)
+        self._job.request()
 
     def _read(self) -> tuple[Signature, HostsTable]:
         # The signature before the read: a change during it is seen on the next poll.
@@ -134,20 +125,14 @@ class HostsWatch:
         return seen, read(self._files, self._ttl)
 
     def _finish(self, future: asyncio.Future[tuple[Signature, HostsTable]]) -> None:
-        self._busy = False
-        if self._closed or future.cancelled():
-            return
         try:
             self._seen, table = future.result()
             self._on_table(table)
         except Exception:  # a bug: keep serving the table we have
             log.exception("reading the hosts files failed; the previous names stay")
-        if self._again:
-            self._again = False
-            self.reload()
 
     def close(self) -> None:
         self._closed = True
         if self._timer is not None:
             self._timer.cancel()
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        self._job.close()
