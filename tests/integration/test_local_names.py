@@ -241,6 +241,34 @@ def test_default_listen_is_both_loopback_addresses_and_getent_resolves_hosts(
     assert "nas-box" in out.split("== reverse")[1]
 
 
+def test_listen_on_a_named_interface_in_a_namespace(tmp_path: Path) -> None:
+    """``--listen d0:5300``: every address of the interface, none of the others."""
+    script = textwrap.dedent(
+        f"""
+        ip link add d0 type veth peer name d1
+        ip addr add 10.77.0.1/24 dev d0
+        ip addr add 2001:db8:77::1/64 dev d0 nodad
+        ip link set d0 up
+        ip link set d1 up
+        {sys.executable} -m gateway --upstream 127.0.0.1:9 --listen d0:5300 \
+            > {tmp_path}/gw.log 2>&1 &
+        pid=$!
+        for i in $(seq 100); do
+          dig @10.77.0.1 -p 5300 +time=1 +tries=1 +short localhost | grep -q 127 && break
+          sleep 0.1
+        done
+        echo "== v4"; dig @10.77.0.1 -p 5300 +time=2 +tries=1 +short localhost
+        echo "== v6"; dig @2001:db8:77::1 -p 5300 +time=2 +tries=1 +short localhost AAAA
+        echo "== lo"; dig @127.0.0.1 -p 5300 +time=1 +tries=1 +short localhost || echo "no answer"
+        kill $pid
+        """
+    )
+    out = run_in_netns(script, tmp_path)
+    assert out.split("== v4")[1].split("== v6")[0].split() == ["127.0.0.1"]
+    assert out.split("== v6")[1].split("== lo")[0].split() == ["::1"]
+    assert "no answer" in out.split("== lo")[1]
+
+
 def raw(gw: GatewayProcess, packet: bytes) -> dns.message.Message:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         sock.settimeout(3)
