@@ -236,7 +236,13 @@ class Resolver:
             route = FORWARD  # a reverse name of the hosts files, not asked for PTR
         elif route.kind is Kind.REVERSE and query.qtype not in (wire.PTR, wire.ANY):
             # Only the PTR records are the catalog's; the rest is what the
-            # upstream says (RFC 8906: never an empty NOERROR without SOA).
+            # upstream says (RFC 8906: never an empty NOERROR without SOA),
+            # or the loopback zone's NODATA for a loopback address.
+            hosts_answer = self._hosts.answer(query)
+            if hosts_answer is not None:
+                self.answered_by = "hosts"
+                self._reply_local(data, query, tcp, key, hosts_answer, reply)
+                return True
             route = FORWARD
         self.answered_by = route.kind.value
         if route.kind is Kind.FORWARD:

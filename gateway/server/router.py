@@ -50,10 +50,11 @@ class Router:
     The longest matching suffix wins, so a zone ``svc.consul`` would take
     its names away from the catalog, and ``consul`` zone files cannot
     shadow the catalog by accident: the same suffix twice is an error.
-    A name no domain or zone claims goes to the hosts answerer when it
-    claims it (``local``: hosts files, RFC 6761 names; dnsmasq answers these
-    before forwarding), else a reverse name goes to the catalog when the
-    catalog knows the address (``knows_address``), else it is forwarded.
+    A reverse name no domain or zone claims goes to the catalog when the
+    catalog knows the address (``knows_address``: a Consul dev agent's node
+    at 127.0.0.1 is named as Consul's DNS names it); else a name goes to the
+    hosts answerer when it claims it (``local``: hosts files, RFC 6761 names;
+    dnsmasq answers these before forwarding); else it is forwarded.
     """
 
     def __init__(
@@ -91,10 +92,10 @@ class Router:
             if found is not None:
                 return found
             pos += 1 + name[pos]
-        if self._local is not None and self._local(name):
-            return HOSTS
         if self._knows_address is not None and name.endswith(_REVERSE_SUFFIXES):
             address = reverse_address(wire.name_of(name))
             if address is not None and self._knows_address(address):
                 return Route(Kind.REVERSE, address=address)
+        if self._local is not None and self._local(name):
+            return HOSTS
         return FORWARD

@@ -5,6 +5,9 @@ Driven with plain bytes through the resolver (fake forwarder, no sockets).
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import dns.edns
 import dns.flags
 import dns.message
@@ -13,6 +16,8 @@ import dns.rcode
 import dns.rdataclass
 import pytest
 
+from gateway.catalog import static as static_catalog
+from gateway.catalog.source import StaticSource
 from gateway.hosts.parse import parse
 from gateway.hosts.table import HostsTable
 from gateway.options import Config, Endpoint
@@ -155,3 +160,21 @@ def test_a_new_hosts_name_replaces_a_cached_forwarded_answer() -> None:
     resolver.replace_hosts(hosts(""))
     assert ask(resolver, query_bytes("nas.example")) == []
     assert len(forwarder.calls) == 2
+
+
+def test_a_catalog_address_on_loopback_keeps_its_ptr_and_other_types_stay_local(
+    tmp_path: Path,
+) -> None:
+    """A Consul dev agent's node is at 127.0.0.1: PTR names it as Consul does;
+    other types there are the loopback zone's, never forwarded."""
+    (tmp_path / "dev.json").write_text(
+        json.dumps({"node_name": "dev1", "advertise_addr": "127.0.0.1",
+                    "services": [{"name": "web", "port": 80}]})
+    )  # fmt: skip
+    resolver, forwarder, _ = make()
+    resolver._source = StaticSource(static_catalog.load(tmp_path, "dc1"))
+    ptr = reply_of(ask(resolver, query_bytes("1.0.0.127.in-addr.arpa", "PTR")))
+    assert [rd.to_text() for rd in ptr.answer[0]] == ["dev1.node.dc1.consul."]
+    other = reply_of(ask(resolver, query_bytes("1.0.0.127.in-addr.arpa", "TXT")))
+    assert other.rcode() == dns.rcode.NOERROR and not other.answer and other.authority
+    assert forwarder.calls == []

@@ -56,7 +56,7 @@ def test_the_same_suffix_twice_is_an_error() -> None:
         Router(["consul"], [name("consul")])
 
 
-def test_hosts_names_come_after_domains_and_zones_before_the_catalogs_reverse_names() -> None:
+def test_hosts_names_come_after_domains_zones_and_the_catalogs_reverse_names() -> None:
     from gateway.hosts.parse import parse
     from gateway.hosts.table import HostsTable
 
@@ -75,6 +75,6 @@ def test_hosts_names_come_after_domains_and_zones_before_the_catalogs_reverse_na
     assert kind("PRINTER.") is Kind.HOSTS
     assert kind("localhost.") is Kind.HOSTS and kind("a.localhost.") is Kind.HOSTS
     assert kind("1.0.0.127.in-addr.arpa.") is Kind.HOSTS
-    assert kind("7.100.51.198.in-addr.arpa.") is Kind.HOSTS  # hosts before the catalog
+    assert kind("7.100.51.198.in-addr.arpa.") is Kind.REVERSE  # the catalog's address first
     assert kind("x.b.example.") is Kind.ZONE  # a zone keeps its names
     assert kind("www.example.com.") is Kind.FORWARD
