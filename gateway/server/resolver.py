@@ -227,23 +227,20 @@ class Resolver:
         # one parsed here (a zero byte inside a label would fool the key).
         key = self._checked_key(data, query, tcp)
         route = self._router.route(query.qname_wire)
-        if route.kind is Kind.HOSTS:
+        if route.kind is Kind.HOSTS or (
+            # Only the PTR records of a reverse name are the catalog's; the
+            # rest is the loopback zone's for a loopback address, else what
+            # the upstream says (RFC 8906: never an empty NOERROR without SOA).
+            route.kind is Kind.REVERSE and query.qtype not in (wire.PTR, wire.ANY)
+        ):
+            if query.qclass not in (wire.CLASS_IN, wire.CLASS_ANY):
+                raise rcodes.Refused()
             hosts_answer = self._hosts.answer(query)
             if hosts_answer is not None:
                 self.answered_by = "hosts"
                 self._reply_local(data, query, tcp, key, hosts_answer, reply)
                 return True
-            route = FORWARD  # a reverse name of the hosts files, not asked for PTR
-        elif route.kind is Kind.REVERSE and query.qtype not in (wire.PTR, wire.ANY):
-            # Only the PTR records are the catalog's; the rest is what the
-            # upstream says (RFC 8906: never an empty NOERROR without SOA),
-            # or the loopback zone's NODATA for a loopback address.
-            hosts_answer = self._hosts.answer(query)
-            if hosts_answer is not None:
-                self.answered_by = "hosts"
-                self._reply_local(data, query, tcp, key, hosts_answer, reply)
-                return True
-            route = FORWARD
+            route = FORWARD  # not the hosts files' either: a reverse name, not asked for PTR
         self.answered_by = route.kind.value
         if route.kind is Kind.FORWARD:
             if access is not Access.FULL:
