@@ -23,11 +23,12 @@ from gateway.catalog import static as static_catalog
 from gateway.catalog.model import Snapshot
 from gateway.catalog.source import CatalogSource, StaticSource
 from gateway.errors import StartupError
-from gateway.forward.forwarder import Forwarder
+from gateway.forward.forwarder import Forwarder, Mode
+from gateway.forward.resolv import ResolvWatcher, standard_upstreams
+from gateway.forward.rules import ForwardRules, build_rules
 from gateway.hosts import watch as hosts_watch
-from gateway.hosts.table import HostsTable
 from gateway.metrics import Metrics, serve_http
-from gateway.options import Config, ConfigError
+from gateway.options import Config, ConfigError, Endpoint
 from gateway.server import interfaces
 from gateway.server.access import AccessPolicy
 from gateway.server.querylog import QueryLog
@@ -88,17 +89,11 @@ async def serve(
     source = build_source(config, watcher)
     zone_set = read_zones(config)
     assert config.upstream is not None
-    forwarder = (
-        Forwarder(
-            loop,
-            config.upstream,
-            timeout=config.forward_timeout,
-            deadline=config.forward_deadline,
-            max_inflight=config.forward_max_inflight,
-        )
-        if config.upstream
-        else None
-    )
+    rules = forward_rules(config)
+    standard = standard_upstreams(config.upstream, rules.default_servers)
+    watch = config.resolv and config.poll_resolv
+    forwarder = _forwarder(config, standard) if standard or watch else None
+    domain_forwarders = [_forwarder(config, servers) for servers in rules.upstream_sets[1:]]
     cache = ForwardCache(
         CachePolicy(
             max_entries=config.cache_size,
@@ -108,6 +103,9 @@ async def serve(
             serve_stale=config.serve_stale,
             stale_answer_ttl=config.stale_answer_ttl,
             max_bytes=config.cache_max_bytes,
+            neg_ttl=config.neg_ttl,
+            negcache=config.negcache,
+            client_max_ttl=config.max_ttl,
         ),
         clock=time.monotonic,
     )
@@ -115,21 +113,62 @@ async def serve(
         hosts_watch.paths(config), config.local_ttl, lambda table: resolver.replace_hosts(table)
     )
     try:
-        resolver = _resolver(config, source, zone_set, forwarder, cache, metrics, hosts.initial())
+        resolver = Resolver(
+            config,
+            source=source,
+            zone_set=zone_set,
+            forwarder=forwarder,
+            cache=cache,
+            metrics=metrics,
+            rng=random.Random(),
+            call_later=loop.call_later,
+            rules=rules,
+            domain_upstreams=domain_forwarders,
+            hosts=hosts.initial(),
+        )
     except ValueError as exc:  # a zone that is also the Consul domain
         raise ConfigError(f"option 'zones' ({config.zones}): {exc}") from None
     _wire_metrics(metrics, cache, forwarder)
     metrics.gauge("hosts_names", lambda: resolver.hosts_names)
+    resolv_watcher = None
+    if watch and forwarder is not None:
+        resolv_watcher = ResolvWatcher(
+            config.resolv_file, config.listen, rules.default_servers, forwarder.replace_upstreams
+        )
+        metrics.gauge("resolv_reloads", lambda: resolv_watcher.reloads if resolv_watcher else 0)
     gate = _gate(config, resolver, metrics, log_it=worker == 0)
     tcp = TcpServer(resolver, TcpLimits.from_config(config), gate=gate)
     metrics.gauge("tcp_connections", lambda: tcp.connections)
     metrics.gauge("tcp_queued_bytes", lambda: tcp.queued_bytes)
     if hasattr(source, "register_metrics"):
         source.register_metrics(metrics)
+    if resolv_watcher is not None:
+        resolv_watcher.start()
     try:
         await _run(config, resolver, source, forwarder, tcp, gate, zone_set, hosts, worker, ready)
     finally:
         hosts.close()
+        if resolv_watcher is not None:
+            resolv_watcher.close()
+        for domain_forwarder in domain_forwarders:
+            domain_forwarder.close()
+
+
+def forward_rules(config: Config) -> ForwardRules:
+    """dnsmasq's rules of the configuration as one table (pure)."""
+    return build_rules((*config.server, *config.rev_server, *config.local), config.address)
+
+
+def _forwarder(config: Config, upstreams: tuple[Endpoint, ...]) -> Forwarder:
+    mode = Mode.STRICT if config.strict_order else Mode.ALL if config.all_servers else Mode.ORDERED
+    return Forwarder(
+        asyncio.get_running_loop(),
+        upstreams,
+        timeout=config.forward_timeout,
+        deadline=config.forward_deadline,
+        max_inflight=config.forward_max_inflight,
+        mode=mode,
+    )
 
 
 def _gate(config: Config, resolver: Resolver, metrics: Metrics, *, log_it: bool) -> Gate:
@@ -170,28 +209,6 @@ def _gate(config: Config, resolver: Resolver, metrics: Metrics, *, log_it: bool)
     querylog = QueryLog(resolver) if config.log_queries else None
     return Gate(
         resolver, policy, limits, drop_denied=config.refuse_action == "drop", querylog=querylog
-    )
-
-
-def _resolver(
-    config: Config,
-    source: CatalogSource,
-    zone_set: dict[dns.name.Name, zones.Zone],
-    forwarder: Forwarder | None,
-    cache: ForwardCache,
-    metrics: Metrics,
-    hosts: HostsTable,
-) -> Resolver:
-    return Resolver(
-        config,
-        source=source,
-        zone_set=zone_set,
-        forwarder=forwarder,
-        cache=cache,
-        metrics=metrics,
-        rng=random.Random(),
-        call_later=asyncio.get_running_loop().call_later,
-        hosts=hosts,
     )
 
 
@@ -250,7 +267,7 @@ async def _run(
                 "catalog: %s; zones: %s; upstreams: %s",
                 f"consul {config.consul}" if config.consul else f"static {config.catalog}",
                 zones.describe(zone_set),
-                ", ".join(str(u) for u in config.upstream) or "none (forwarding answers SERVFAIL)",
+                _describe_upstreams(forwarder),
             )
         stop = asyncio.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -275,6 +292,11 @@ async def _run(
         await source.stop()
         if forwarder is not None:
             forwarder.close()
+
+
+def _describe_upstreams(forwarder: Forwarder | None) -> str:
+    upstreams = forwarder.upstreams if forwarder is not None else ()
+    return ", ".join(str(u) for u in upstreams) or "none (forwarding answers SERVFAIL)"
 
 
 @dataclass(frozen=True)

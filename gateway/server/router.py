@@ -15,6 +15,7 @@ import dns.name
 
 from gateway.catalog.answers import reverse_address
 from gateway.dns import wire
+from gateway.forward.rules import DomainPolicy
 
 
 class Kind(enum.Enum):
@@ -22,7 +23,7 @@ class Kind(enum.Enum):
     REVERSE = "reverse"  # the PTR name of an address the catalog knows
     ZONE = "zone"  # in a local zone
     HOSTS = "hosts"  # a hosts-file name or address, localhost., loopback reverse names
-    FORWARD = "forward"  # everything else
+    FORWARD = "forward"  # everything else (``policy``: under a --server/--address domain)
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +32,8 @@ class Route:
     # The domain or zone origin that matched; the root for REVERSE and FORWARD.
     name: dns.name.Name = dns.name.root
     address: str | None = None  # REVERSE: the address the name encodes
+    # FORWARD under a dnsmasq rule's domain: what its questions get (None: the defaults).
+    policy: DomainPolicy | None = None
 
     @property
     def suffix(self) -> str:
@@ -54,7 +57,15 @@ class Router:
     catalog knows the address (``knows_address``: a Consul dev agent's node
     at 127.0.0.1 is named as Consul's DNS names it); else a name goes to the
     hosts answerer when it claims it (``local``: hosts files, RFC 6761 names;
-    dnsmasq answers these before forwarding); else it is forwarded.
+    dnsmasq answers these before forwarding, and before its ``--server``,
+    ``--local`` and ``--address`` rules); else it is forwarded.
+
+    dnsmasq's rules (``rules``: ``--server``, ``--local``, ``--address``
+    domains) are FORWARD routes of their own in the same table, so the
+    longest suffix decides between them and local data too. Local data
+    wins: a rule for exactly a Consul domain or a zone origin is left out
+    (``shadowed`` lists them), and a catalog address beats a rule's
+    reverse domain.
     """
 
     def __init__(
@@ -62,6 +73,7 @@ class Router:
         domains: Iterable[str],
         zone_origins: Iterable[dns.name.Name],
         knows_address: Callable[[str], bool] | None = None,
+        rules: Iterable[DomainPolicy] = (),
         local: Callable[[bytes], bool] | None = None,
     ) -> None:
         self._routes: dict[bytes, Route] = {}
@@ -70,6 +82,13 @@ class Router:
             self._add(name, Route(Kind.CATALOG, name))
         for origin in zone_origins:
             self._add(origin, Route(Kind.ZONE, origin))
+        self.shadowed: list[dns.name.Name] = []
+        for policy in rules:
+            key = wire.to_wire(policy.name).lower()
+            if key in self._routes:
+                self.shadowed.append(policy.name)
+            else:
+                self._routes[key] = Route(Kind.FORWARD, policy.name, policy=policy)
         self._knows_address = knows_address
         self._local = local
 
@@ -82,9 +101,8 @@ class Router:
             )
         self._routes[key] = route
 
-    def route(self, qname_wire: bytes) -> Route:
-        """The route of an uncompressed wire name (any letter case)."""
-        name = qname_wire.lower()
+    def _suffix(self, name: bytes) -> Route | None:
+        """The route of the longest suffix of a lower-case wire name in the table."""
         routes = self._routes
         pos = 0
         while name[pos]:  # the root is never a domain or zone here
@@ -92,10 +110,25 @@ class Router:
             if found is not None:
                 return found
             pos += 1 + name[pos]
+        return None
+
+    def route(self, qname_wire: bytes) -> Route:
+        """The route of an uncompressed wire name (any letter case)."""
+        name = qname_wire.lower()
+        found = self._suffix(name)
+        if found is not None and found.kind is not Kind.FORWARD:
+            return found
         if self._knows_address is not None and name.endswith(_REVERSE_SUFFIXES):
             address = reverse_address(wire.name_of(name))
             if address is not None and self._knows_address(address):
                 return Route(Kind.REVERSE, address=address)
         if self._local is not None and self._local(name):
             return HOSTS
-        return FORWARD
+        return found or FORWARD
+
+    def forward_route(self, qname_wire: bytes) -> Route:
+        """The FORWARD route of a name past the catalog's reverse names and the
+        hosts files (its rule's, if one applies): for the questions they leave
+        to the upstream (a reverse name asked for another type than PTR)."""
+        found = self._suffix(qname_wire.lower())
+        return found if found is not None and found.kind is Kind.FORWARD else FORWARD
