@@ -17,13 +17,14 @@ from dataclasses import dataclass
 
 import dns.name
 
+from gateway import metrics as m
 from gateway.background import SerialJob
 from gateway.cache.store import CachePolicy, ForwardCache
 from gateway.catalog import static as static_catalog
 from gateway.catalog.model import Snapshot
 from gateway.catalog.source import CatalogSource, StaticSource
 from gateway.errors import StartupError
-from gateway.forward.forwarder import Forwarder, Mode
+from gateway.forward.forwarder import Forwarder, Mode, UpstreamStats
 from gateway.forward.resolv import ResolvWatcher, standard_upstreams
 from gateway.forward.rules import ForwardRules, build_rules
 from gateway.hosts import watch as hosts_watch
@@ -92,8 +93,12 @@ async def serve(
     rules = forward_rules(config)
     standard = standard_upstreams(config.upstream, rules.default_servers)
     watch = config.resolv and config.poll_resolv
-    forwarder = _forwarder(config, standard) if standard or watch else None
-    domain_forwarders = [_forwarder(config, servers) for servers in rules.upstream_sets[1:]]
+    # One upstream's figures, whichever forwarders ask it (per-domain upstreams).
+    upstream_stats: dict[str, UpstreamStats] = {}
+    forwarder = _forwarder(config, standard, upstream_stats) if standard or watch else None
+    domain_forwarders = [
+        _forwarder(config, servers, upstream_stats) for servers in rules.upstream_sets[1:]
+    ]
     cache = ForwardCache(
         CachePolicy(
             max_entries=config.cache_size,
@@ -128,7 +133,7 @@ async def serve(
         )
     except ValueError as exc:  # a zone that is also the Consul domain
         raise ConfigError(f"option 'zones' ({config.zones}): {exc}") from None
-    _wire_metrics(metrics, cache, forwarder)
+    _wire_metrics(metrics, cache, forwarder, upstream_stats)
     metrics.gauge("hosts_names", lambda: resolver.hosts_names)
     resolv_watcher = None
     if watch and forwarder is not None:
@@ -138,8 +143,10 @@ async def serve(
         metrics.gauge("resolv_reloads", lambda: resolv_watcher.reloads if resolv_watcher else 0)
     gate = _gate(config, resolver, metrics, log_it=worker == 0)
     tcp = TcpServer(resolver, TcpLimits.from_config(config), gate=gate)
-    metrics.gauge("tcp_connections", lambda: tcp.connections)
-    metrics.gauge("tcp_queued_bytes", lambda: tcp.queued_bytes)
+    metrics.gauge("tcp_connections", lambda: tcp.connections, "Open client TCP connections.")
+    metrics.gauge(
+        "tcp_queued_bytes", lambda: tcp.queued_bytes, "Reply bytes queued for TCP clients."
+    )
     if hasattr(source, "register_metrics"):
         source.register_metrics(metrics)
     if resolv_watcher is not None:
@@ -159,7 +166,9 @@ def forward_rules(config: Config) -> ForwardRules:
     return build_rules((*config.server, *config.rev_server, *config.local), config.address)
 
 
-def _forwarder(config: Config, upstreams: tuple[Endpoint, ...]) -> Forwarder:
+def _forwarder(
+    config: Config, upstreams: tuple[Endpoint, ...], upstream_stats: dict[str, UpstreamStats]
+) -> Forwarder:
     mode = Mode.STRICT if config.strict_order else Mode.ALL if config.all_servers else Mode.ORDERED
     return Forwarder(
         asyncio.get_running_loop(),
@@ -168,6 +177,7 @@ def _forwarder(config: Config, upstreams: tuple[Endpoint, ...]) -> Forwarder:
         deadline=config.forward_deadline,
         max_inflight=config.forward_max_inflight,
         mode=mode,
+        upstream_stats=upstream_stats,
     )
 
 
@@ -204,7 +214,9 @@ def _gate(config: Config, resolver: Resolver, metrics: Metrics, *, log_it: bool)
             "" if config.limit_loopback else " (not for loopback)",
         )
     if limiter is not None:
-        metrics.gauge("rrl_accounts", lambda: len(limiter))
+        metrics.gauge(
+            "rrl_accounts", lambda: len(limiter), "Client networks the rate limiter tracks."
+        )
     limits = UdpLimits(limiter, config.max_amplification, metrics.counters)
     querylog = QueryLog(resolver) if config.log_queries else None
     return Gate(
@@ -212,14 +224,65 @@ def _gate(config: Config, resolver: Resolver, metrics: Metrics, *, log_it: bool)
     )
 
 
-def _wire_metrics(metrics: Metrics, cache: ForwardCache, forwarder: Forwarder | None) -> None:
-    metrics.gauge("cache_entries", lambda: len(cache))
-    metrics.gauge("cache_bytes", lambda: cache.bytes)
-    metrics.gauge("cache_evictions", lambda: cache.evicted)
+def _wire_metrics(
+    metrics: Metrics,
+    cache: ForwardCache,
+    forwarder: Forwarder | None,
+    upstream_stats: dict[str, UpstreamStats],
+) -> None:
+    metrics.gauge("cache_entries", lambda: len(cache), "Forwarded answers in the cache.")
+    metrics.gauge("cache_bytes", lambda: cache.bytes, "Estimated bytes of the cached answers.")
+    metrics.counter(
+        "cache_evictions", lambda: cache.evicted, "Cached answers evicted to stay within bounds."
+    )
     if forwarder is not None:
-        metrics.gauge("forward_inflight", lambda: forwarder.inflight)
+        metrics.gauge(
+            "forward_inflight", lambda: forwarder.inflight, "Questions waiting for an upstream."
+        )
         for name in forwarder.stats:
-            metrics.gauge(f"forward_{name}", lambda n=name: forwarder.stats[n])  # type: ignore[misc]
+            metrics.counter(f"forward_{name}", lambda n=name: forwarder.stats[n])  # type: ignore[misc]
+    metrics.family(lambda: _upstream_families(upstream_stats))
+
+
+def _upstream_families(upstream_stats: dict[str, UpstreamStats]) -> list[m.Metric]:
+    """Per-upstream queries, answers, failures and round-trip times."""
+    stats = [upstream_stats[name] for name in sorted(upstream_stats)]
+    return [
+        m.counter_family(
+            "upstream_queries",
+            "Queries sent to each upstream, by transport.",
+            ("upstream", "transport"),
+            [((u.name, "udp"), u.udp_queries) for u in stats]
+            + [((u.name, "tcp"), u.tcp_queries) for u in stats],
+        ),
+        m.counter_family(
+            "upstream_answers",
+            "Usable answers from each upstream.",
+            ("upstream",),
+            [((u.name,), u.answers) for u in stats],
+        ),
+        m.counter_family(
+            "upstream_failures",
+            "Upstream queries that gave no usable answer, by reason.",
+            ("upstream", "reason"),
+            [
+                ((u.name, reason), count)
+                for u in stats
+                for reason, count in (
+                    ("timeout", u.timeouts),
+                    ("error_reply", u.error_replies),
+                    ("malformed", u.malformed),
+                    ("send_error", u.send_errors),
+                )
+            ],
+        ),
+        m.histogram_family(
+            "upstream_rtt_seconds",
+            "Time from sending a query to an upstream to its usable answer.",
+            ("upstream",),
+            [((u.name,), u.rtt) for u in stats],
+        ),
+    ]
 
 
 async def _run(
@@ -241,6 +304,9 @@ async def _run(
     listeners: list[UdpListener | TcpListener] = []
     servers = []
     reloader = Reloader(config, resolver, source, hosts)
+    # /ready: the DNS listeners are open and the catalog source has started.
+    started = asyncio.Event()
+    metrics.readiness("listeners", started.is_set)
     try:
         for ep in config.listen:
             # --log-queries: every listener takes the gate, which hands out the
@@ -259,9 +325,15 @@ async def _run(
             mhost, mport = config.metrics_listen.host, config.metrics_listen.port
             mport = mport + worker if mport else 0
             servers.append(await serve_http(metrics, mhost, mport))
-            log.info("metrics of worker %d on http://%s:%d/metrics", worker, mhost, mport)
+            log.info(
+                "metrics of worker %d on http://%s:%d/metrics (and /health, /ready)",
+                worker,
+                mhost,
+                mport,
+            )
         await source.start()
         hosts.start()
+        started.set()
         if worker == 0:
             log.info(
                 "catalog: %s; zones: %s; upstreams: %s",

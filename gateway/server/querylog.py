@@ -6,10 +6,11 @@ Each line is logfmt on the logger ``gateway.queries`` (INFO, shown whatever
     query client=127.0.0.1 proto=udp name=www.example. type=A class=IN
           rcode=NOERROR answerer=forward latency_ms=0.412
 
-``answerer`` is the one that made the answer: ``catalog``, ``reverse``,
-``zone``, ``hosts``, ``chaos``, ``forward``, ``cache`` (a forwarded answer
-from the cache on the fast path) or ``gateway`` (an error reply such as
-FORMERR, REFUSED for a client outside ``--allow``). A query that gets no
+``answerer`` is the one that made the answer, named as in the metrics'
+answer tally: ``catalog``, ``reverse``, ``zone``, ``hosts``, ``chaos``,
+``rule`` (a ``--address``/``--local`` rule), ``forward``, ``cache`` (a
+forwarded answer from the cache on the fast path) or ``error`` (an error
+reply such as FORMERR, REFUSED for a client outside ``--allow``). A query that gets no
 reply at all is logged with ``rcode=none``. Only what the client sent and
 what it got are written: the Consul token never passes through here.
 

@@ -16,12 +16,14 @@ import asyncio
 import logging
 import random
 import struct
+import time
 from collections.abc import Callable, Sequence
 
 import dns.name
 
+from gateway import metrics as m
 from gateway.cache.cached_forwarder import CachedForwarder, CallLater, Upstreams
-from gateway.cache.store import ForwardCache
+from gateway.cache.store import ForwardCache, key_qtype
 from gateway.catalog.answers import CatalogAnswerer, NeedQuery, NeedService
 from gateway.catalog.source import CatalogSource, CatalogUnavailable
 from gateway.dns import codec, fastpath, wire
@@ -96,19 +98,39 @@ class Resolver:
         self.answered_by = ""
         self.metrics = metrics
         self._rng = rng or random.Random()
-        self._answerer = CatalogAnswerer(config, on_service=source.touch)
+        self._answerer = CatalogAnswerer(
+            config, on_service=source.touch, on_endpoint=source.touch_endpoint
+        )
         self._router = self._make_router(zone_set)
         self._local = fastpath.AnswerTable(
             max_entries=max(1024, config.cache_size), max_bytes=config.prepared_max_bytes
         )
-        metrics.gauge("prepared_entries", lambda: len(self._local))
-        metrics.gauge("prepared_bytes", lambda: self._local.bytes)
-        metrics.gauge("prepared_evictions", lambda: self._local.evicted)
+        metrics.gauge(
+            "prepared_entries", lambda: len(self._local), "Prepared catalog and zone answers held."
+        )
+        metrics.gauge(
+            "prepared_bytes", lambda: self._local.bytes, "Estimated bytes of the prepared answers."
+        )
+        metrics.counter(
+            "prepared_evictions",
+            lambda: self._local.evicted,
+            "Prepared answers evicted to stay within their bounds.",
+        )
         self._max_udp = config.udp_max_payload
         self._fetches = 0
         self._tasks: set[asyncio.Task[None]] = set()
         source.on_change(self._local.clear)
         self._counts = metrics.counters
+        self._tally = metrics.tally
+        self._latency = metrics.latency
+        # When the slow path took the packet being answered now (answers made
+        # at once read it; those made later capture it first).
+        self._started = 0.0
+        # A forwarded answer stored in the cache counts its fast-path hits in
+        # the tally slot of its query type and rcode.
+        cache.tally_of = lambda key, template: self._tally.index(
+            m.CACHE, key_qtype(key), template[3] & 0xF
+        )
         self._log = RateLimitedLog(log, counts=self._counts)
         self._forward = CachedForwarder(
             cache,
@@ -119,11 +141,15 @@ class Resolver:
             call_later=call_later,
         )
         self._key_of = fastpath.make_key_function()
-        self._fast = fastpath.make_fast_answer(self._local, cache, self._max_udp)
+        self._fast = fastpath.make_fast_answer(
+            self._local, cache, self._max_udp, tally=self._tally.counts
+        )
         # The instance attribute shadows the method: one call less per query.
         self.answer_fast = self._fast  # type: ignore[method-assign,assignment]
         # For clients without --allow-recursion: catalog and zone entries only.
-        self.answer_fast_local = fastpath.make_local_answer(self._local, self._max_udp)
+        self.answer_fast_local = fastpath.make_local_answer(
+            self._local, self._max_udp, self._tally.counts
+        )
         self._drop_denied = config.refuse_action == "drop"
         self._cache = cache
 
@@ -158,7 +184,7 @@ class Resolver:
         """
         key = self._key_of(data, tcp)
         entry = self._local.get(key) if key is not None else None
-        return entry.source if entry is not None else "cache"
+        return self._tally.answerer_of(entry.tally) if entry is not None else m.CACHE
 
     # -- the slow path -----------------------------------------------------
 
@@ -177,7 +203,8 @@ class Resolver:
         ``reply`` is called once, now or later (TCP counts on it).
         """
         self._counts["slow"] += 1
-        self.answered_by = "gateway"
+        self.answered_by = m.ERROR
+        self._started = time.perf_counter()
         dropped = rcodes.drop_reason(data)
         if dropped is not None:
             self._counts[dropped] += 1
@@ -216,7 +243,12 @@ class Resolver:
         return True
 
     def _fail(
-        self, data: bytes, exc: BaseException, reply: Reply, query: wire.Query | None
+        self,
+        data: bytes,
+        exc: BaseException,
+        reply: Reply,
+        query: wire.Query | None,
+        started: float | None = None,
     ) -> None:
         if not rcodes.is_expected(exc):
             self._counts["internal_errors"] += 1
@@ -224,7 +256,7 @@ class Resolver:
             # A bug a client can trigger at will: a traceback, but a bounded number.
             self._log.error("resolver_bug", "error answering %s", what, exc_info=exc)
         rcode = rcodes.rcode_for(exc)
-        self._counts[f"rcode_{rcode}"] += 1
+        self._count(m.ERROR, query.qtype if query is not None else 0, rcode, started)
         edns = query.edns if query is not None else None
         response = rcodes.error_reply(
             data, rcode, client_edns=edns is not None, payload=self._max_udp,
@@ -245,9 +277,10 @@ class Resolver:
             raise rcodes.Refused()
         if query.qclass in CHAOS_CLASSES:
             # About the server itself: never forwarded (it would name the upstream).
-            self.answered_by = "chaos"
+            self.answered_by = m.CHAOS
             answer = self._chaos.answer(query)
-            self._reply_local(data, query, tcp, self._checked_key(data, query, tcp), answer, reply)
+            key = self._checked_key(data, query, tcp)
+            self._reply_local(data, query, tcp, key, answer, reply, m.CHAOS)
             return True
         # The fast path's key of this very packet, when its question is the
         # one parsed here (a zero byte inside a label would fool the key).
@@ -263,8 +296,8 @@ class Resolver:
                 raise rcodes.Refused()
             hosts_answer = self._hosts.answer(query)
             if hosts_answer is not None:
-                self.answered_by = "hosts"
-                self._reply_local(data, query, tcp, key, hosts_answer, reply)
+                self.answered_by = m.HOSTS
+                self._reply_local(data, query, tcp, key, hosts_answer, reply, m.HOSTS)
                 return True
             # Not the hosts files' either: a reverse name, not asked for PTR.
             route = self._router.forward_route(query.qname_wire)
@@ -273,7 +306,9 @@ class Resolver:
             outcome = self._outcome(route, query)
             if outcome.nxdomain or outcome.rdata is not None:  # answered by a rule
                 self._counts["policy_local"] += 1
-                self._reply_local(data, query, tcp, key, _local_answer(query, outcome), reply)
+                self.answered_by = m.RULE
+                answer = _local_answer(query, outcome)
+                self._reply_local(data, query, tcp, key, answer, reply, m.RULE)
                 return True
             if access is not Access.FULL:
                 return self._deny(data, query, reply, "recursion")
@@ -284,11 +319,11 @@ class Resolver:
             raise rcodes.Refused()
         if route.kind is Kind.ZONE:
             answer = zones.answer(self._zones[route.name], query)
-            self._reply_local(data, query, tcp, key, answer, reply)
+            self._reply_local(data, query, tcp, key, answer, reply, m.ZONE)
         elif route.kind is Kind.REVERSE:
             assert route.address is not None
             answer = self._answerer.answer_ptr(self._source.snapshot(), query, route.address)
-            self._reply_local(data, query, tcp, key, answer, reply)
+            self._reply_local(data, query, tcp, key, answer, reply, m.REVERSE)
         else:
             self._catalog(data, query, tcp, key, route, reply)
         return True
@@ -307,7 +342,7 @@ class Resolver:
     ) -> None:  # fmt: skip
         outcome = self._answerer.answer(self._source.snapshot(), query, route.suffix)
         if isinstance(outcome, Answer):
-            self._reply_local(data, query, tcp, key, outcome, reply)
+            self._reply_local(data, query, tcp, key, outcome, reply, m.CATALOG)
             return
         # The view lacks this service or prepared query: fetch it (one HTTP
         # round trip, bounded), then answer from the new snapshot.
@@ -315,7 +350,7 @@ class Resolver:
             raise CatalogUnavailable("too many catalog fetches in flight")
         self._fetches += 1
         task = asyncio.get_running_loop().create_task(
-            self._fetch_then_answer(data, query, tcp, key, route, outcome, reply)
+            self._fetch_then_answer(data, query, tcp, key, route, outcome, reply, self._started)
         )
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -329,20 +364,21 @@ class Resolver:
         route: Route,
         need: NeedService | NeedQuery,
         reply: Reply,
+        started: float,
     ) -> None:
         try:
             async with asyncio.timeout(self._config.consul_first_query_timeout):
                 if isinstance(need, NeedService):
-                    await self._source.fetch_service(need.datacenter, need.name)
+                    await self._source.fetch_service(need.datacenter, need.name, need.kind)
                 else:
                     await self._source.fetch_query(need.datacenter, need.name)
             outcome = self._answerer.answer(self._source.snapshot(), query, route.suffix)
             if not isinstance(outcome, Answer):
                 raise CatalogUnavailable(f"{need} still unknown after fetching")
-            self.answered_by = "catalog"  # other queries were answered meanwhile
-            self._reply_local(data, query, tcp, key, outcome, reply)
+            self.answered_by = m.CATALOG  # other queries were answered meanwhile
+            self._reply_local(data, query, tcp, key, outcome, reply, m.CATALOG, started)
         except Exception as exc:
-            self._fail(data, exc, reply, query)
+            self._fail(data, exc, reply, query, started)
         finally:
             self._fetches -= 1
 
@@ -354,16 +390,33 @@ class Resolver:
         key: bytes | None,
         answer: Answer,
         reply: Reply,
+        answerer: str,
+        started: float | None = None,
     ) -> None:
+        tally = self._tally.index(answerer, query.qtype, answer.rcode)
         entry = fastpath.Entry(
-            _question(query), answer, edns=query.edns, payload=self._max_udp, rng=self._rng,
-            source=self.answered_by,
-        )  # fmt: skip
+            _question(query),
+            answer,
+            edns=query.edns,
+            payload=self._max_udp,
+            rng=self._rng,
+            tally=tally,
+        )
         if key is not None:
             self._local.put(key, entry)
-        self._counts[f"rcode_{answer.rcode}"] += 1
+        self._tally.counts[tally] += 1
+        self._observe(answerer, started)
         template = entry.pick(self._limit(query, tcp))
         reply(fastpath.patch(template, data, query.question_end))
+
+    def _count(self, answerer: str, qtype: int, rcode: int, started: float | None) -> None:
+        """One slow-path answer: its tally slot and its latency."""
+        self._tally.counts[self._tally.index(answerer, qtype, rcode)] += 1
+        self._observe(answerer, started)
+
+    def _observe(self, answerer: str, started: float | None) -> None:
+        began = self._started if started is None else started
+        self._latency[answerer].observe(time.perf_counter() - began)
 
     def _limit(self, query: wire.Query, tcp: bool) -> int:
         if tcp:
@@ -412,6 +465,8 @@ class Resolver:
         upstreams: int = STANDARD,
         nxdomain_as_nodata: bool = False,
     ) -> None:
+        started = self._started
+
         def done(template: bytes | None) -> None:
             # Called from the forwarder's callback: whatever happens here must
             # end in a reply, never in an exception the client would not see.
@@ -422,9 +477,10 @@ class Resolver:
                 if len(template) > limit:
                     template = codec.truncate(template, limit)
                     self._counts["truncated"] += 1
+                self._count(m.FORWARD, query.qtype, template[3] & 0xF, started)
                 reply(fastpath.patch(template, data, query.question_end))
             except Exception as exc:
-                self._fail(data, exc, reply, query)
+                self._fail(data, exc, reply, query, started)
 
         self._forward.answer(
             key,

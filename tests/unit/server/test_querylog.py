@@ -53,7 +53,7 @@ def test_one_line_per_query_fast_slow_and_forwarded(caplog: pytest.LogCaptureFix
         "query client=192.0.2.7 proto=udp name=www.example.com. type=AAAA class=IN "
         "rcode=NOERROR answerer=forward latency_ms=6.000",
         "query client=192.0.2.7 proto=udp name=- type=- class=- rcode=none "
-        "answerer=gateway latency_ms=2.000",
+        "answerer=error latency_ms=2.000",
     ]
 
 
