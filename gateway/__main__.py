@@ -54,9 +54,11 @@ def main(argv: list[str] | None = None) -> int:
         config = cfg.build(
             given, config_file=Path(args.config) if args.config else None, notices=notices
         )
+        # A dnsmasq configuration is the user's own too: no embedded demo zone.
+        user_config = args.config is not None or config.dnsmasq_conf is not None
+        config = cfg.with_system_defaults(config, user_config=user_config)
     except StartupError as exc:
         return _refuse(exc)
-    config = cfg.with_system_defaults(config)
     logging.basicConfig(
         level=config.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
