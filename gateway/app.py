@@ -24,7 +24,7 @@ from gateway.errors import StartupError
 from gateway.forward.forwarder import Forwarder
 from gateway.metrics import Metrics, serve_http
 from gateway.options import Config, ConfigError
-from gateway.server import interfaces
+from gateway.server import batchio, interfaces
 from gateway.server.access import AccessPolicy
 from gateway.server.ratelimit import ResponseRateLimiter, UdpLimits
 from gateway.server.resolver import Resolver
@@ -194,12 +194,22 @@ async def _run(
     listeners: list[UdpListener | TcpListener] = []
     servers = []
     reloader = Reloader(config, resolver, source)
+    batch, udp_path = batchio.choose(config.udp_batch)
+    metrics.gauge("udp_batch_io", lambda: 1 if batch is not None else 0)
+    if worker == 0:
+        log.info("UDP I/O: %s", udp_path)
     try:
         for ep in config.listen:
             gated = gate if gate.policy.checks_listener(ep.host) else None
             listeners.extend(
                 await open_listeners(
-                    resolver, ep.host, ep.port, tcp=tcp, reuse_port=config.workers > 1, gate=gated
+                    resolver,
+                    ep.host,
+                    ep.port,
+                    tcp=tcp,
+                    reuse_port=config.workers > 1,
+                    gate=gated,
+                    batch=batch,
                 )
             )
             if worker == 0:
