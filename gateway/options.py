@@ -585,7 +585,6 @@ class Config:
             "UDP reads and answers in batches (`recvmmsg`/`sendmmsg`): `auto` where the "
             "compiled helper loads, `off` for the pure-Python loop",
             metavar="MODE",
-            env="GATEWAY_UDP_BATCH",
         ),
     )
     tcp_idle_timeout: float = field(
