@@ -143,6 +143,9 @@ class UdpListener:
         self._log = RateLimitedLog(log, counts=self._counts)
         self._gate = gate
         self._batch = batch
+        # Slow-path replies waiting for the next loop turn's sendmmsg (batched path).
+        self._queued_replies: list[bytes | None] = []
+        self._queued_to: list[bytes] = []
         self._loop = asyncio.get_running_loop()
         reader: Callable[[], None]
         if batch is None:
@@ -155,6 +158,7 @@ class UdpListener:
 
     def close(self) -> None:
         if self._sock.fileno() >= 0:
+            self._flush()
             self._loop.remove_reader(self._sock.fileno())
             self._sock.close()
 
@@ -373,12 +377,26 @@ class UdpListener:
             )
 
     def _send_raw(self, raw: bytes, response: bytes) -> None:
-        assert self._batch is not None
+        """Queues a slow-path reply; the queue goes out in one sendmmsg on the next
+        loop turn (forwarded answers arrive many per wake-up of the forwarder)."""
         if self._fd != self._sock.fileno():
             return  # closed meanwhile (a forwarded answer arriving after shutdown)
-        _, failures = self._batch.send(self._fd, [response], [raw])
+        replies = self._queued_replies
+        if not replies:
+            self._loop.call_soon(self._flush)
+        replies.append(response)
+        self._queued_to.append(raw)
+
+    def _flush(self) -> None:
+        replies, addresses = self._queued_replies, self._queued_to
+        if not replies:
+            return
+        self._queued_replies, self._queued_to = [], []
+        if self._batch is None or self._fd != self._sock.fileno():
+            return
+        _, failures = self._batch.send(self._fd, replies, addresses)
         if failures is not None:
-            self._batch_failed(failures, [raw])
+            self._batch_failed(failures, addresses)
 
     def _batch_failed(self, failures: list[tuple[int, int]], addresses: list[bytes]) -> None:
         for i, err in failures:
