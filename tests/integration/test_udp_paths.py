@@ -13,6 +13,8 @@ a bug in one datagram, slow-path hand-over and the limits can be arranged.
 from __future__ import annotations
 
 import asyncio
+import errno
+import logging
 import socket
 from collections.abc import Awaitable, Callable
 
@@ -21,6 +23,7 @@ import dns.message
 import dns.rcode
 import pytest
 
+from gateway.server import batchio
 from gateway.server.access import AccessPolicy
 from gateway.server.ratelimit import ResponseRateLimiter, UdpLimits
 from gateway.server.transport import UDP_BATCH, Gate, UdpListener
@@ -172,3 +175,48 @@ def test_the_python_loop_still_runs_without_the_helper() -> None:
         assert counts["udp_batches"] == 0 and len(replies) == 5
 
     _run(test)
+
+
+class _RefusingSends:
+    """The compiled helper for reads; its sends report the kernel errors given, in turn."""
+
+    def __init__(self, helper: batchio.BatchIO, errors: list[int]) -> None:
+        self.MAX_BATCH = helper.MAX_BATCH
+        self.recv = helper.recv
+        self._errors = errors
+
+    def send(
+        self, fd: int, replies: list[bytes | None], addresses: list[bytes], /
+    ) -> tuple[int, list[tuple[int, int]] | None]:
+        sent = [i for i, r in enumerate(replies) if r is not None]
+        failures = [(i, self._errors[n % len(self._errors)]) for n, i in enumerate(sent)]
+        return len(replies) - len(sent), failures or None
+
+
+def test_refused_batch_sends_are_counted_by_kind_and_logged_without_a_traceback(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A full socket buffer drops (udp_send_dropped); any other refusal is an error."""
+    helper = _RefusingSends(compiled_helper(), [errno.EAGAIN, errno.EMSGSIZE, errno.ECONNREFUSED])
+    soa = dns.message.make_query("consul.", "SOA").to_wire()
+    count = 6
+
+    async def test(server: socket.socket, client: socket.socket) -> None:
+        resolver, _, _ = make()
+        resolver.answer_slow(soa, False, lambda _: None)  # the SOA is a template now
+        listener = UdpListener(resolver, server, batch=helper)
+        counts = resolver.metrics.counters
+        try:
+            for _ in range(count):
+                client.sendto(soa, server.getsockname())
+            await _until(lambda: counts["udp_queries"] == count)
+        finally:
+            listener.close()
+        assert counts["udp_send_dropped"] == 2
+        assert counts["udp_send_errors"] == 4
+        assert counts["internal_errors"] == 0
+
+    with caplog.at_level(logging.WARNING, logger="gateway"):
+        _run(test)
+    assert caplog.records and not any(r.exc_info for r in caplog.records)
+    assert str(LOOPBACK) in caplog.records[0].getMessage()
