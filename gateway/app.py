@@ -9,8 +9,10 @@ import logging
 import os
 import random
 import signal
+import socket
 import sys
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -48,7 +50,12 @@ def read_zones(config: Config) -> dict[dns.name.Name, zones.Zone]:
     return zones.load_zones(config.zones, allow_include=config.zone_include)
 
 
-def build_source(config: Config) -> CatalogSource:
+def build_source(config: Config, watcher: socket.socket | None = None) -> CatalogSource:
+    """The catalog: static files, Consul, or (``watcher``) the shared watcher's view."""
+    if watcher is not None:
+        from gateway.consul.shared import SharedSource
+
+        return SharedSource(watcher)
     static = (
         read_catalog(config)
         if config.catalog is not None
@@ -64,11 +71,18 @@ def build_source(config: Config) -> CatalogSource:
     return source
 
 
-async def serve(config: Config, *, ready: asyncio.Event | None = None, worker: int = 0) -> None:
-    """Runs until SIGTERM/SIGINT (or cancellation)."""
+async def serve(
+    config: Config,
+    *,
+    ready: asyncio.Event | None = None,
+    worker: int = 0,
+    watcher: socket.socket | None = None,
+) -> None:
+    """Runs until SIGTERM/SIGINT (or cancellation); ``watcher`` connects to the
+    process that watches Consul for every worker."""
     loop = asyncio.get_running_loop()
     metrics = Metrics()
-    source = build_source(config)
+    source = build_source(config, watcher)
     zone_set = read_zones(config)
     assert config.upstream is not None
     forwarder = (
@@ -326,33 +340,86 @@ class Reloader:
         self._executor.shutdown(wait=False, cancel_futures=True)
 
 
-def run(config: Config, worker: int = 0) -> None:
+def run(config: Config, worker: int = 0, watcher: socket.socket | None = None) -> None:
     """Runs one process's event loop (uvloop when available)."""
     import uvloop
 
-    uvloop.run(serve(config, worker=worker))
+    uvloop.run(serve(config, worker=worker, watcher=watcher))
+
+
+async def watch_for_workers(config: Config, socks: list[socket.socket]) -> None:
+    """The watcher process: one Consul source for every worker, until SIGTERM/SIGINT."""
+    from gateway.consul.shared import SourceHub
+
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    # SIGHUP reloads the workers' files; with Consul, catalog files are read at start only.
+    loop.add_signal_handler(signal.SIGHUP, lambda: None)
+    metrics = Metrics()
+    source = build_source(config)
+    if hasattr(source, "register_metrics"):
+        source.register_metrics(metrics)
+    log.info("consul watcher serving %d workers", len(socks))
+    await SourceHub(source, metrics).serve(socks, stop)
+
+
+def _fork(name: str, body: Callable[[], None]) -> int:
+    """A child process running ``body``; exits 1 when it raises."""
+    pid = os.fork()
+    if pid == 0:
+        code = 0
+        try:
+            body()
+        except BaseException:
+            log.exception("%s failed", name)
+            code = 1
+        finally:
+            os._exit(code)
+    return pid
 
 
 def run_workers(config: Config) -> int:
     """``--workers N``: N processes share the ports with SO_REUSEPORT.
 
     The kernel spreads UDP datagrams and TCP connections over them; each
-    worker keeps its own catalog view and cache (measured and documented
-    in the README).
+    worker keeps its own cache. With Consul, one more process watches it
+    for all of them and sends each new view to every worker
+    (gateway/consul/shared.py), so Consul sees one client whatever N is.
     """
+    import uvloop
+
+    pairs = [socket.socketpair() for _ in range(config.workers)] if config.consul else []
+
+    def only(keep: list[socket.socket]) -> None:
+        """A child keeps its own ends of the socket pairs and closes the others."""
+        for pair in pairs:
+            for sock in pair:
+                if sock not in keep:
+                    sock.close()
+
     children: list[int] = []
+    if pairs:
+        # Imported before the fork, so the watcher starts at once: the
+        # workers answer Consul names SERVFAIL until its first snapshot.
+        import gateway.consul.source  # noqa: F401
+
+        def watch() -> None:
+            ends = [pair[0] for pair in pairs]
+            only(ends)
+            uvloop.run(watch_for_workers(config, ends))
+
+        children.append(_fork("consul watcher", watch))
     for worker in range(config.workers):
-        pid = os.fork()
-        if pid == 0:
-            code = 0
-            try:
-                run(config, worker)
-            except BaseException:
-                log.exception("worker %d failed", worker)
-                code = 1
-            finally:
-                os._exit(code)
-        children.append(pid)
+
+        def answer(worker: int = worker) -> None:
+            own = pairs[worker][1] if pairs else None
+            only([own] if own is not None else [])
+            run(config, worker, own)
+
+        children.append(_fork(f"worker {worker}", answer))
+    only([])
 
     def forward(signum: int, _frame: object) -> None:
         for child in children:
