@@ -23,9 +23,11 @@ from gateway.catalog import static as static_catalog
 from gateway.catalog.model import Snapshot
 from gateway.catalog.source import CatalogSource, StaticSource
 from gateway.errors import StartupError
-from gateway.forward.forwarder import Forwarder
+from gateway.forward.forwarder import Forwarder, Mode
+from gateway.forward.resolv import ResolvWatcher, standard_upstreams
+from gateway.forward.rules import ForwardRules, build_rules
 from gateway.metrics import Metrics, serve_http
-from gateway.options import Config, ConfigError
+from gateway.options import Config, ConfigError, Endpoint
 from gateway.server import batchio, interfaces
 from gateway.server.access import AccessPolicy
 from gateway.server.ratelimit import ResponseRateLimiter, UdpLimits
@@ -85,17 +87,11 @@ async def serve(
     source = build_source(config, watcher)
     zone_set = read_zones(config)
     assert config.upstream is not None
-    forwarder = (
-        Forwarder(
-            loop,
-            config.upstream,
-            timeout=config.forward_timeout,
-            deadline=config.forward_deadline,
-            max_inflight=config.forward_max_inflight,
-        )
-        if config.upstream
-        else None
-    )
+    rules = forward_rules(config)
+    standard = standard_upstreams(config.upstream, rules.default_servers)
+    watch = config.resolv and config.poll_resolv
+    forwarder = _forwarder(config, standard) if standard or watch else None
+    domain_forwarders = [_forwarder(config, servers) for servers in rules.upstream_sets[1:]]
     cache = ForwardCache(
         CachePolicy(
             max_entries=config.cache_size,
@@ -105,21 +101,66 @@ async def serve(
             serve_stale=config.serve_stale,
             stale_answer_ttl=config.stale_answer_ttl,
             max_bytes=config.cache_max_bytes,
+            neg_ttl=config.neg_ttl,
+            negcache=config.negcache,
+            client_max_ttl=config.max_ttl,
         ),
         clock=time.monotonic,
     )
     try:
-        resolver = _resolver(config, source, zone_set, forwarder, cache, metrics)
+        resolver = Resolver(
+            config,
+            source=source,
+            zone_set=zone_set,
+            forwarder=forwarder,
+            cache=cache,
+            metrics=metrics,
+            rng=random.Random(),
+            call_later=loop.call_later,
+            rules=rules,
+            domain_upstreams=domain_forwarders,
+        )
     except ValueError as exc:  # a zone that is also the Consul domain
         raise ConfigError(f"option 'zones' ({config.zones}): {exc}") from None
     _wire_metrics(metrics, cache, forwarder)
+    resolv_watcher = None
+    if watch and forwarder is not None:
+        resolv_watcher = ResolvWatcher(
+            config.resolv_file, config.listen, rules.default_servers, forwarder.replace_upstreams
+        )
+        metrics.gauge("resolv_reloads", lambda: resolv_watcher.reloads if resolv_watcher else 0)
     gate = _gate(config, resolver, metrics, log_it=worker == 0)
     tcp = TcpServer(resolver, TcpLimits.from_config(config), gate=gate)
     metrics.gauge("tcp_connections", lambda: tcp.connections)
     metrics.gauge("tcp_queued_bytes", lambda: tcp.queued_bytes)
     if hasattr(source, "register_metrics"):
         source.register_metrics(metrics)
-    await _run(config, resolver, source, forwarder, tcp, gate, zone_set, worker, ready)
+    if resolv_watcher is not None:
+        resolv_watcher.start()
+    try:
+        await _run(config, resolver, source, forwarder, tcp, gate, zone_set, worker, ready)
+    finally:
+        if resolv_watcher is not None:
+            resolv_watcher.close()
+        for domain_forwarder in domain_forwarders:
+            domain_forwarder.close()
+
+
+def forward_rules(config: Config) -> ForwardRules:
+    """dnsmasq's rules of the configuration as one table (pure)."""
+    return build_rules((*config.server, *config.rev_server, *config.local), config.address)
+
+
+def _forwarder(config: Config, upstreams: tuple[Endpoint, ...]) -> Forwarder:
+    mode = Mode.STRICT if config.strict_order else Mode.ALL if config.all_servers else Mode.ORDERED
+    return Forwarder(
+        asyncio.get_running_loop(),
+        upstreams,
+        timeout=config.forward_timeout,
+        deadline=config.forward_deadline,
+        max_inflight=config.forward_max_inflight,
+        mode=mode,
+    )
 
 
 def _gate(config: Config, resolver: Resolver, metrics: Metrics, *, log_it: bool) -> Gate:
@@ -158,26 +199,6 @@ def _gate(config: Config, resolver: Resolver, metrics: Metrics, *, log_it: bool)
         metrics.gauge("rrl_accounts", lambda: len(limiter))
     limits = UdpLimits(limiter, config.max_amplification, metrics.counters)
     return Gate(resolver, policy, limits, drop_denied=config.refuse_action == "drop")
-
-
-def _resolver(
-    config: Config,
-    source: CatalogSource,
-    zone_set: dict[dns.name.Name, zones.Zone],
-    forwarder: Forwarder | None,
-    cache: ForwardCache,
-    metrics: Metrics,
-) -> Resolver:
-    return Resolver(
-        config,
-        source=source,
-        zone_set=zone_set,
-        forwarder=forwarder,
-        cache=cache,
-        metrics=metrics,
-        rng=random.Random(),
-        call_later=asyncio.get_running_loop().call_later,
-    )
 
 
 def _wire_metrics(metrics: Metrics, cache: ForwardCache, forwarder: Forwarder | None) -> None:
@@ -240,7 +261,7 @@ async def _run(
                 "catalog: %s; zones: %s; upstreams: %s",
                 f"consul {config.consul}" if config.consul else f"static {config.catalog}",
                 zones.describe(zone_set),
-                ", ".join(str(u) for u in config.upstream) or "none (forwarding answers SERVFAIL)",
+                _describe_upstreams(forwarder),
             )
         stop = asyncio.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -265,6 +286,11 @@ async def _run(
         await source.stop()
         if forwarder is not None:
             forwarder.close()
+
+
+def _describe_upstreams(forwarder: Forwarder | None) -> str:
+    upstreams = forwarder.upstreams if forwarder is not None else ()
+    return ", ".join(str(u) for u in upstreams) or "none (forwarding answers SERVFAIL)"
 
 
 @dataclass(frozen=True)
