@@ -18,12 +18,13 @@ from dataclasses import dataclass
 
 import dns.name
 
+from gateway import metrics as m
 from gateway.cache.store import CachePolicy, ForwardCache
 from gateway.catalog import static as static_catalog
 from gateway.catalog.model import Snapshot
 from gateway.catalog.source import CatalogSource, StaticSource
 from gateway.errors import StartupError
-from gateway.forward.forwarder import Forwarder, Mode
+from gateway.forward.forwarder import Forwarder, Mode, UpstreamStats
 from gateway.forward.resolv import ResolvWatcher, standard_upstreams
 from gateway.forward.rules import ForwardRules, build_rules
 from gateway.metrics import Metrics, serve_http
@@ -90,8 +91,12 @@ async def serve(
     rules = forward_rules(config)
     standard = standard_upstreams(config.upstream, rules.default_servers)
     watch = config.resolv and config.poll_resolv
-    forwarder = _forwarder(config, standard) if standard or watch else None
-    domain_forwarders = [_forwarder(config, servers) for servers in rules.upstream_sets[1:]]
+    # One upstream's figures, whichever forwarders ask it (per-domain upstreams).
+    upstream_stats: dict[str, UpstreamStats] = {}
+    forwarder = _forwarder(config, standard, upstream_stats) if standard or watch else None
+    domain_forwarders = [
+        _forwarder(config, servers, upstream_stats) for servers in rules.upstream_sets[1:]
+    ]
     cache = ForwardCache(
         CachePolicy(
             max_entries=config.cache_size,
@@ -122,7 +127,7 @@ async def serve(
         )
     except ValueError as exc:  # a zone that is also the Consul domain
         raise ConfigError(f"option 'zones' ({config.zones}): {exc}") from None
-    _wire_metrics(metrics, cache, forwarder)
+    _wire_metrics(metrics, cache, forwarder, upstream_stats)
     resolv_watcher = None
     if watch and forwarder is not None:
         resolv_watcher = ResolvWatcher(
@@ -131,8 +136,10 @@ async def serve(
         metrics.gauge("resolv_reloads", lambda: resolv_watcher.reloads if resolv_watcher else 0)
     gate = _gate(config, resolver, metrics, log_it=worker == 0)
     tcp = TcpServer(resolver, TcpLimits.from_config(config), gate=gate)
-    metrics.gauge("tcp_connections", lambda: tcp.connections)
-    metrics.gauge("tcp_queued_bytes", lambda: tcp.queued_bytes)
+    metrics.gauge("tcp_connections", lambda: tcp.connections, "Open client TCP connections.")
+    metrics.gauge(
+        "tcp_queued_bytes", lambda: tcp.queued_bytes, "Reply bytes queued for TCP clients."
+    )
     if hasattr(source, "register_metrics"):
         source.register_metrics(metrics)
     if resolv_watcher is not None:
@@ -151,7 +158,9 @@ def forward_rules(config: Config) -> ForwardRules:
     return build_rules((*config.server, *config.rev_server, *config.local), config.address)
 
 
-def _forwarder(config: Config, upstreams: tuple[Endpoint, ...]) -> Forwarder:
+def _forwarder(
+    config: Config, upstreams: tuple[Endpoint, ...], upstream_stats: dict[str, UpstreamStats]
+) -> Forwarder:
     mode = Mode.STRICT if config.strict_order else Mode.ALL if config.all_servers else Mode.ORDERED
     return Forwarder(
         asyncio.get_running_loop(),
@@ -160,6 +169,7 @@ def _forwarder(config: Config, upstreams: tuple[Endpoint, ...]) -> Forwarder:
         deadline=config.forward_deadline,
         max_inflight=config.forward_max_inflight,
         mode=mode,
+        upstream_stats=upstream_stats,
     )
 
 
@@ -196,19 +206,72 @@ def _gate(config: Config, resolver: Resolver, metrics: Metrics, *, log_it: bool)
             "" if config.limit_loopback else " (not for loopback)",
         )
     if limiter is not None:
-        metrics.gauge("rrl_accounts", lambda: len(limiter))
+        metrics.gauge(
+            "rrl_accounts", lambda: len(limiter), "Client networks the rate limiter tracks."
+        )
     limits = UdpLimits(limiter, config.max_amplification, metrics.counters)
     return Gate(resolver, policy, limits, drop_denied=config.refuse_action == "drop")
 
 
-def _wire_metrics(metrics: Metrics, cache: ForwardCache, forwarder: Forwarder | None) -> None:
-    metrics.gauge("cache_entries", lambda: len(cache))
-    metrics.gauge("cache_bytes", lambda: cache.bytes)
-    metrics.gauge("cache_evictions", lambda: cache.evicted)
+def _wire_metrics(
+    metrics: Metrics,
+    cache: ForwardCache,
+    forwarder: Forwarder | None,
+    upstream_stats: dict[str, UpstreamStats],
+) -> None:
+    metrics.gauge("cache_entries", lambda: len(cache), "Forwarded answers in the cache.")
+    metrics.gauge("cache_bytes", lambda: cache.bytes, "Estimated bytes of the cached answers.")
+    metrics.counter(
+        "cache_evictions", lambda: cache.evicted, "Cached answers evicted to stay within bounds."
+    )
     if forwarder is not None:
-        metrics.gauge("forward_inflight", lambda: forwarder.inflight)
+        metrics.gauge(
+            "forward_inflight", lambda: forwarder.inflight, "Questions waiting for an upstream."
+        )
         for name in forwarder.stats:
-            metrics.gauge(f"forward_{name}", lambda n=name: forwarder.stats[n])  # type: ignore[misc]
+            metrics.counter(f"forward_{name}", lambda n=name: forwarder.stats[n])  # type: ignore[misc]
+    metrics.family(lambda: _upstream_families(upstream_stats))
+
+
+def _upstream_families(upstream_stats: dict[str, UpstreamStats]) -> list[m.Metric]:
+    """Per-upstream queries, answers, failures and round-trip times."""
+    stats = [upstream_stats[name] for name in sorted(upstream_stats)]
+    return [
+        m.counter_family(
+            "upstream_queries",
+            "Queries sent to each upstream, by transport.",
+            ("upstream", "transport"),
+            [((u.name, "udp"), u.udp_queries) for u in stats]
+            + [((u.name, "tcp"), u.tcp_queries) for u in stats],
+        ),
+        m.counter_family(
+            "upstream_answers",
+            "Usable answers from each upstream.",
+            ("upstream",),
+            [((u.name,), u.answers) for u in stats],
+        ),
+        m.counter_family(
+            "upstream_failures",
+            "Upstream queries that gave no usable answer, by reason.",
+            ("upstream", "reason"),
+            [
+                ((u.name, reason), count)
+                for u in stats
+                for reason, count in (
+                    ("timeout", u.timeouts),
+                    ("error_reply", u.error_replies),
+                    ("malformed", u.malformed),
+                    ("send_error", u.send_errors),
+                )
+            ],
+        ),
+        m.histogram_family(
+            "upstream_rtt_seconds",
+            "Time from sending a query to an upstream to its usable answer.",
+            ("upstream",),
+            [((u.name,), u.rtt) for u in stats],
+        ),
+    ]
 
 
 async def _run(
@@ -233,6 +296,9 @@ async def _run(
     metrics.gauge("udp_batch_io", lambda: 1 if batch is not None else 0)
     if worker == 0:
         log.info("UDP I/O: %s", udp_path)
+    # /ready: the DNS listeners are open and the catalog source has started.
+    started = asyncio.Event()
+    metrics.readiness("listeners", started.is_set)
     try:
         for ep in config.listen:
             gated = gate if gate.policy.checks_listener(ep.host) else None
@@ -254,8 +320,14 @@ async def _run(
             mhost, mport = config.metrics_listen.host, config.metrics_listen.port
             mport = mport + worker if mport else 0
             servers.append(await serve_http(metrics, mhost, mport))
-            log.info("metrics of worker %d on http://%s:%d/metrics", worker, mhost, mport)
+            log.info(
+                "metrics of worker %d on http://%s:%d/metrics (and /health, /ready)",
+                worker,
+                mhost,
+                mport,
+            )
         await source.start()
+        started.set()
         if worker == 0:
             log.info(
                 "catalog: %s; zones: %s; upstreams: %s",
