@@ -293,7 +293,11 @@ async def _run(
     servers = []
     reloader = Reloader(config, resolver, source)
     batch, udp_path = batchio.choose(config.udp_batch)
-    metrics.gauge("udp_batch_io", lambda: 1 if batch is not None else 0)
+    metrics.gauge(
+        "udp_batch_io",
+        lambda: 1 if batch is not None else 0,
+        "1 when UDP is read and answered in batches (recvmmsg/sendmmsg), 0 for the Python loop.",
+    )
     if worker == 0:
         log.info("UDP I/O: %s", udp_path)
     # /ready: the DNS listeners are open and the catalog source has started.

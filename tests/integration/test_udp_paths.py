@@ -49,7 +49,7 @@ def test_the_log_and_a_gauge_say_which_udp_path_runs(mode: str) -> None:
         assert gw.counter("udp_batch_io") == expected
         line = next(li for li in gw.log_text().splitlines() if "UDP I/O: " in li)
         assert ("recvmmsg/sendmmsg" in line) == bool(expected), line
-        assert gw.counter("udp_queries") >= QUERIES
+        assert gw.counter('queries_total{transport="udp"}') >= QUERIES
         # One batch per wake-up: at least one per query sent one at a time.
         batches = gw.counter("udp_batches")
         assert batches >= QUERIES if expected else batches == 0
