@@ -50,9 +50,9 @@ def main(argv: list[str] | None = None) -> int:
     given: dict[str, Any] = {k: v for k, v in vars(args).items() if v is not None and k != "config"}
     try:
         config = cfg.build(given, config_file=Path(args.config) if args.config else None)
+        config = cfg.with_system_defaults(config, user_config=args.config is not None)
     except StartupError as exc:
         return _refuse(exc)
-    config = cfg.with_system_defaults(config)
     logging.basicConfig(
         level=config.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

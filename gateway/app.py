@@ -13,12 +13,12 @@ import socket
 import sys
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import dns.name
 
 from gateway import metrics as m
+from gateway.background import SerialJob
 from gateway.cache.store import CachePolicy, ForwardCache
 from gateway.catalog import static as static_catalog
 from gateway.catalog.model import Snapshot
@@ -27,10 +27,12 @@ from gateway.errors import StartupError
 from gateway.forward.forwarder import Forwarder, Mode, UpstreamStats
 from gateway.forward.resolv import ResolvWatcher, standard_upstreams
 from gateway.forward.rules import ForwardRules, build_rules
+from gateway.hosts import watch as hosts_watch
 from gateway.metrics import Metrics, serve_http
 from gateway.options import Config, ConfigError, Endpoint
 from gateway.server import batchio, interfaces
 from gateway.server.access import AccessPolicy
+from gateway.server.querylog import QueryLog
 from gateway.server.ratelimit import ResponseRateLimiter, UdpLimits
 from gateway.server.resolver import Resolver
 from gateway.server.tcp_limits import TcpLimits
@@ -112,6 +114,9 @@ async def serve(
         ),
         clock=time.monotonic,
     )
+    hosts = hosts_watch.HostsWatch(
+        hosts_watch.paths(config), config.local_ttl, lambda table: resolver.replace_hosts(table)
+    )
     try:
         resolver = Resolver(
             config,
@@ -124,10 +129,12 @@ async def serve(
             call_later=loop.call_later,
             rules=rules,
             domain_upstreams=domain_forwarders,
+            hosts=hosts.initial(),
         )
     except ValueError as exc:  # a zone that is also the Consul domain
         raise ConfigError(f"option 'zones' ({config.zones}): {exc}") from None
     _wire_metrics(metrics, cache, forwarder, upstream_stats)
+    metrics.gauge("hosts_names", lambda: resolver.hosts_names)
     resolv_watcher = None
     if watch and forwarder is not None:
         resolv_watcher = ResolvWatcher(
@@ -145,8 +152,9 @@ async def serve(
     if resolv_watcher is not None:
         resolv_watcher.start()
     try:
-        await _run(config, resolver, source, forwarder, tcp, gate, zone_set, worker, ready)
+        await _run(config, resolver, source, forwarder, tcp, gate, zone_set, hosts, worker, ready)
     finally:
+        hosts.close()
         if resolv_watcher is not None:
             resolv_watcher.close()
         for domain_forwarder in domain_forwarders:
@@ -210,7 +218,10 @@ def _gate(config: Config, resolver: Resolver, metrics: Metrics, *, log_it: bool)
             "rrl_accounts", lambda: len(limiter), "Client networks the rate limiter tracks."
         )
     limits = UdpLimits(limiter, config.max_amplification, metrics.counters)
-    return Gate(resolver, policy, limits, drop_denied=config.refuse_action == "drop")
+    querylog = QueryLog(resolver) if config.log_queries else None
+    return Gate(
+        resolver, policy, limits, drop_denied=config.refuse_action == "drop", querylog=querylog
+    )
 
 
 def _wire_metrics(
@@ -282,6 +293,7 @@ async def _run(
     tcp: TcpServer,
     gate: Gate,
     zone_set: dict[dns.name.Name, zones.Zone],
+    hosts: hosts_watch.HostsWatch,
     worker: int,
     ready: asyncio.Event | None,
 ) -> None:
@@ -291,7 +303,7 @@ async def _run(
     assert config.upstream is not None
     listeners: list[UdpListener | TcpListener] = []
     servers = []
-    reloader = Reloader(config, resolver, source)
+    reloader = Reloader(config, resolver, source, hosts)
     batch, udp_path = batchio.choose(config.udp_batch)
     metrics.gauge(
         "udp_batch_io",
@@ -305,7 +317,10 @@ async def _run(
     metrics.readiness("listeners", started.is_set)
     try:
         for ep in config.listen:
-            gated = gate if gate.policy.checks_listener(ep.host) else None
+            # --log-queries: every listener takes the gate, which hands out the
+            # logging answer functions (no test per query when it is off).
+            checked = config.log_queries or gate.policy.checks_listener(ep.host)
+            gated = gate if checked else None
             listeners.extend(
                 await open_listeners(
                     resolver,
@@ -331,6 +346,7 @@ async def _run(
                 mport,
             )
         await source.start()
+        hosts.start()
         started.set()
         if worker == 0:
             log.info(
@@ -383,7 +399,7 @@ def read_files(config: Config, with_catalog: bool) -> Files:
 
 
 class Reloader:
-    """SIGHUP: read zone files (and static catalog files) again.
+    """SIGHUP: read zone files (and static catalog files) again, and the hosts files.
 
     The files are read and parsed in a thread, so answers go on meanwhile
     (a 100,000-record zone takes seconds to parse); the result is swapped in
@@ -394,33 +410,30 @@ class Reloader:
     static catalog files are read at start only.
     """
 
-    def __init__(self, config: Config, resolver: Resolver, source: CatalogSource) -> None:
+    def __init__(
+        self,
+        config: Config,
+        resolver: Resolver,
+        source: CatalogSource,
+        hosts: hosts_watch.HostsWatch | None = None,
+    ) -> None:
         self._config = config
+        self._hosts = hosts
         self._resolver = resolver
         self._source = source
         self._with_catalog = isinstance(source, StaticSource) and config.catalog is not None
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="reload")
-        self._busy = False
-        self._again = False
-        self._closed = False
+        self._job = SerialJob(
+            lambda: read_files(self._config, self._with_catalog), self._finish, "reload"
+        )
 
     def request(self) -> None:
         """Starts a reload, or queues one after the reload under way."""
-        if self._closed:
-            return
-        if self._busy:
-            self._again = True
-            return
-        self._busy = True
-        log.info("reloading files")
-        loop = asyncio.get_running_loop()
-        future = loop.run_in_executor(self._executor, read_files, self._config, self._with_catalog)
-        future.add_done_callback(self._finish)
+        if self._hosts is not None:
+            self._hosts.reload()  # on its own: a bad zone file must not hold back hosts
+        if self._job.request():
+            log.info("reloading files")
 
     def _finish(self, future: asyncio.Future[Files]) -> None:
-        self._busy = False
-        if self._closed or future.cancelled():
-            return
         try:
             files = future.result()
             self._resolver.replace_zones(files.zone_set)
@@ -432,14 +445,10 @@ class Reloader:
             if files.catalog is not None and isinstance(self._source, StaticSource):
                 self._source.replace(files.catalog)
             log.info("reloaded: zones %s", zones.describe(files.zone_set))
-        if self._again:
-            self._again = False
-            self.request()
 
     def close(self) -> None:
         """No more reloads; one under way finishes in its thread and is dropped."""
-        self._closed = True
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        self._job.close()
 
 
 def run(config: Config, worker: int = 0, watcher: socket.socket | None = None) -> None:

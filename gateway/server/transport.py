@@ -40,6 +40,7 @@ from gateway.dns.fastpath import FastAnswer
 from gateway.ratelog import RateLimitedLog
 from gateway.server import batchio
 from gateway.server.access import Access, AccessPolicy, Client
+from gateway.server.querylog import QueryLog, SlowAnswer
 from gateway.server.ratelimit import UdpLimits
 from gateway.server.resolver import Resolver
 from gateway.server.tcp_limits import Admission, ConnectionTable, Framer, TcpLimits
@@ -71,8 +72,9 @@ _OUT_OF_DESCRIPTORS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errn
 # batched reader): at most ~8 MB. A cache starts over when full, so a flood
 # of forged sources costs one classification (a few us) per packet, never memory.
 MAX_CACHED_PEERS = 16384
-# A peer: the fast path it may use (None: none, slow path decides) and its decision.
-Peer = tuple[FastAnswer | None, Client]
+# A peer: the fast path it may use (None: none, slow path decides), its
+# decision, and its slow path (the resolver's, or the query log's wrapper).
+Peer = tuple[FastAnswer | None, Client, SlowAnswer]
 
 
 class Gate:
@@ -84,9 +86,19 @@ class Gate:
     """
 
     def __init__(
-        self, resolver: Resolver, policy: AccessPolicy, limits: UdpLimits, *, drop_denied: bool
+        self,
+        resolver: Resolver,
+        policy: AccessPolicy,
+        limits: UdpLimits,
+        *,
+        drop_denied: bool,
+        querylog: QueryLog | None = None,
     ) -> None:
+        """``querylog`` (--log-queries): every peer gets logging answer functions;
+        every listener must then have the gate (``app``)."""
         self.policy = policy
+        self.querylog = querylog
+        self._slow: SlowAnswer = resolver.answer_slow
         self.limits = limits
         self.peers: dict[str, Peer] = {}
         self.raw_peers: dict[bytes, Peer] = {}
@@ -101,7 +113,10 @@ class Gate:
         client = self.policy.classify(host)
         if len(self.peers) >= MAX_CACHED_PEERS:
             self.peers.clear()
-        peer = self.peers[host] = (self._fast[client.access], client)
+        fast, slow = self._fast[client.access], self._slow
+        if self.querylog is not None:
+            fast, slow = self.querylog.fast_for(host, fast), self.querylog.slow_for(host)
+        peer = self.peers[host] = (fast, client, slow)
         return peer
 
     def peer_of_raw(self, key: bytes, raw: bytes) -> Peer:
@@ -224,7 +239,7 @@ class UdpListener:
                 continue
             received += 1
             try:
-                fast, client = peers.get(addr[0]) or peer_of(addr[0])
+                fast, client, slow = peers.get(addr[0]) or peer_of(addr[0])
                 response = fast(data, False) if fast is not None else None
                 if response is None:
                     if fast is None and drop_denied:
@@ -237,7 +252,7 @@ class UdpListener:
                     send = functools.partial(
                         self._send_limited, client, len(data), functools.partial(self._send, addr)
                     )
-                    self._resolver.answer_slow(data, False, send, client.access)
+                    slow(data, False, send, client.access)
                     continue
                 if client.limited:
                     response = outgoing(client.block, len(data), response)
@@ -326,19 +341,19 @@ class UdpListener:
         host_key = self._host_key
         replies: list[bytes | None] = []
         reply = replies.append
-        slow: list[tuple[int, Client]] = []
+        slow: list[tuple[int, Client, SlowAnswer]] = []
         for i, data in enumerate(datagrams):
             raw = addresses[i]
             try:
                 key = raw[host_key]
-                fast, client = peers.get(key) or peer_of(key, raw)
+                fast, client, answer_slow = peers.get(key) or peer_of(key, raw)
                 response = fast(data, False) if fast is not None else None
                 if response is None:
                     reply(None)
                     if fast is None and drop_denied:
                         self._counts["access_dropped"] += 1
                     else:
-                        slow.append((i, client))
+                        slow.append((i, client, answer_slow))
                     continue
                 if client.limited:
                     response = outgoing(client.block, len(data), response)
@@ -352,14 +367,21 @@ class UdpListener:
         _, failures = batch.send(fd, replies, addresses)
         if failures is not None:
             self._batch_failed(failures, addresses)
-        for i, client in slow:
-            self._slow_raw(datagrams[i], addresses[i], client)
+        for i, client, answer_slow in slow:
+            self._slow_raw(datagrams[i], addresses[i], client, answer_slow)
         counts = self._counts
         counts["udp_queries"] += len(datagrams)
         counts["udp_batches"] += 1
 
-    def _slow_raw(self, data: bytes, raw: bytes, client: Client | None) -> None:
-        """Hands a datagram of a batch to the slow path; its reply goes to ``raw``."""
+    def _slow_raw(
+        self,
+        data: bytes,
+        raw: bytes,
+        client: Client | None,
+        answer_slow: SlowAnswer | None = None,
+    ) -> None:
+        """Hands a datagram of a batch to the slow path (the peer's, with a gate);
+        its reply goes to ``raw``."""
         if batchio.port_is_zero(raw):
             self._counts["udp_dropped_port_zero"] += 1  # see _on_readable
             return
@@ -368,8 +390,9 @@ class UdpListener:
             if client is None:
                 self._resolver.answer_slow(data, False, send)
             else:
+                assert answer_slow is not None
                 checked = functools.partial(self._send_limited, client, len(data), send)
-                self._resolver.answer_slow(data, False, checked, client.access)
+                answer_slow(data, False, checked, client.access)
         except Exception as exc:
             self._counts["internal_errors"] += 1
             self._log.error(
@@ -444,12 +467,18 @@ class TcpConnection(asyncio.Protocol):
     """
 
     def __init__(
-        self, server: TcpServer, client: str, fast: FastAnswer | None, access: Access
+        self,
+        server: TcpServer,
+        client: str,
+        fast: FastAnswer | None,
+        access: Access,
+        slow: SlowAnswer,
     ) -> None:
-        """``fast`` and ``access``: what the gate decided for ``client`` (``Gate.peer``)."""
+        """``fast``, ``access``, ``slow``: what the gate decided for ``client`` (``Gate.peer``)."""
         self.client = client
         self.pending = 0  # slow-path replies still owed
         self._fast = fast
+        self._slow = slow
         self._access = access
         self._server = server
         self._limits = server.limits
@@ -612,7 +641,7 @@ class TcpConnection(asyncio.Protocol):
             self.pending += 1
             coming = False
             try:
-                coming = self._resolver.answer_slow(message, True, self._send_pending, self._access)
+                coming = self._slow(message, True, self._send_pending, self._access)
             finally:
                 if not coming:
                     self.pending -= 1  # dropped (a response, a short message, denied): no reply
@@ -667,9 +696,10 @@ class TcpServer:
         takes no connection slot and sheds no one's idle connection.
         """
         fast: FastAnswer | None = self.resolver.answer_fast
+        slow: SlowAnswer = self.resolver.answer_slow
         access = Access.FULL
         if self.gate is not None:
-            fast, peer = self.gate.peer(client)
+            fast, peer, slow = self.gate.peer(client)
             access = peer.access
             if access is Access.NONE and self.gate.drop_denied:
                 # --refuse-action drop: over TCP, no connection.
@@ -682,7 +712,7 @@ class TcpServer:
             sock.close()
             return
         self._close(verdict.shed, "tcp_shed_idle")
-        conn = TcpConnection(self, client, fast, access)
+        conn = TcpConnection(self, client, fast, access, slow)
         self._table.add(conn)
         task = asyncio.get_running_loop().create_task(self._connect(conn, sock))
         self._connecting.add(task)
