@@ -7,7 +7,9 @@ RUN_ARGS ?= --listen 127.0.0.1:5353 --listen [::1]:5353
 
 .PHONY: run test lint unit integration bench
 
-$(STAMP): pyproject.toml
+# setup.py builds the compiled UDP helper (gateway/server/_batchio.c) in place;
+# where it cannot be built, the install goes on without it (the Python loop runs).
+$(STAMP): pyproject.toml setup.py gateway/server/_batchio.c
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install -q -U pip
 	$(VENV)/bin/pip install -q -e '.[test,bench]'

@@ -278,7 +278,13 @@ def gateway_end(gw: Server, metrics_addr: str | None, notes: list[str]) -> Gatew
             metrics = scrape_metrics(metrics_addr, timeout=3.0)
     if not gw.alive:
         notes.append("the gateway was not running at the end")
-    summary = LogSummary.of(gw.process.log_text())
+    log_text = gw.process.log_text()
+    # Which UDP path the gateway ran (issue 11): its start-up line, quoted.
+    udp_path = next((line.split("UDP I/O: ", 1)[1] for line in log_text.splitlines()
+                     if "UDP I/O: " in line), None)  # fmt: skip
+    if udp_path is not None:
+        notes.append(f"gateway UDP I/O: {udp_path}")
+    summary = LogSummary.of(log_text)
     if summary.errors or summary.warnings:
         detail = summary.exceptions_text()
         notes.append(

@@ -30,7 +30,7 @@ from gateway.forward.rules import ForwardRules, build_rules
 from gateway.hosts import watch as hosts_watch
 from gateway.metrics import Metrics, serve_http
 from gateway.options import Config, ConfigError, Endpoint
-from gateway.server import interfaces
+from gateway.server import batchio, interfaces
 from gateway.server.access import AccessPolicy
 from gateway.server.querylog import QueryLog
 from gateway.server.ratelimit import ResponseRateLimiter, UdpLimits
@@ -304,6 +304,14 @@ async def _run(
     listeners: list[UdpListener | TcpListener] = []
     servers = []
     reloader = Reloader(config, resolver, source, hosts)
+    batch, udp_path = batchio.choose(config.udp_batch)
+    metrics.gauge(
+        "udp_batch_io",
+        lambda: 1 if batch is not None else 0,
+        "1 when UDP is read and answered in batches (recvmmsg/sendmmsg), 0 for the Python loop.",
+    )
+    if worker == 0:
+        log.info("UDP I/O: %s", udp_path)
     # /ready: the DNS listeners are open and the catalog source has started.
     started = asyncio.Event()
     metrics.readiness("listeners", started.is_set)
@@ -315,7 +323,13 @@ async def _run(
             gated = gate if checked else None
             listeners.extend(
                 await open_listeners(
-                    resolver, ep.host, ep.port, tcp=tcp, reuse_port=config.workers > 1, gate=gated
+                    resolver,
+                    ep.host,
+                    ep.port,
+                    tcp=tcp,
+                    reuse_port=config.workers > 1,
+                    gate=gated,
+                    batch=batch,
                 )
             )
             if worker == 0:

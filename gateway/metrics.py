@@ -199,6 +199,7 @@ COUNTER_HELP = {
     "amplification_truncated": "UDP answers truncated by the amplification bound.",
     "cache_hits": "Forwarded answers served from the cache on the slow path.",
     "upstream_unusable": "Upstream replies the cache would not store.",
+    "udp_batches": "UDP reader wake-ups that read datagrams with one recvmmsg (batched path).",
 }
 
 

@@ -57,6 +57,8 @@ MAX_DURATION_SECONDS = 10 * 365 * DAY_SECONDS
 # interfaces we listen on" (dnsmasq's local-service), computed at start.
 LOCAL_NETWORKS: Final = "local"
 REFUSE_ACTIONS = ("refuse", "drop")
+# --udp-batch: recvmmsg/sendmmsg where the compiled helper loads, or never.
+UDP_BATCH_MODES = ("auto", "off")
 CHAOS_ACTIONS = ("answer", "refuse")
 ClientNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network | Literal["local"]
 
@@ -310,6 +312,13 @@ def _network_list(value: Any) -> tuple[ClientNetwork, ...]:
                 f"{text!r} is not a CIDR (e.g. 10.0.0.0/8) or {LOCAL_NETWORKS!r}"
             ) from None
     return tuple(networks)
+
+
+def _udp_batch(value: Any) -> str:
+    mode = _string(value).lower()
+    if mode not in UDP_BATCH_MODES:
+        raise ValueError(f"{value!r} is not one of {', '.join(UDP_BATCH_MODES)}")
+    return mode
 
 
 def _chaos_action(value: Any) -> str:
@@ -719,6 +728,15 @@ class Config:
             _int_range(512, 65535),
             "largest UDP answer to EDNS clients (DNS flag day 2020; dnsmasq `edns-packet-max`)",
             metavar="N",
+        ),
+    )
+    udp_batch: str = field(
+        default="auto",
+        metadata=declare(
+            _udp_batch,
+            "UDP reads and answers in batches (`recvmmsg`/`sendmmsg`): `auto` where the "
+            "compiled helper loads, `off` for the pure-Python loop",
+            metavar="MODE",
         ),
     )
     tcp_idle_timeout: float = field(

@@ -73,6 +73,11 @@ def scrape_metrics(addr: str, timeout: float = 5.0) -> dict[str, float]:
     }
 
 
+# Set (auto or off): every gateway started gets ``--udp-batch`` with it, unless
+# its arguments name one (the tests run their gateways on each UDP path).
+UDP_BATCH_ENV = "GATEWAY_TEST_UDP_BATCH"
+
+
 class GatewayProcess(DnsServerProcess):
     """``python -m gateway --listen HOST:PORT *args`` with output in a log file.
 
@@ -105,6 +110,9 @@ class GatewayProcess(DnsServerProcess):
         if env is not None:
             child_env.update(env)
         super().__init__(host=host, port=port, log_path=log_path, env=child_env, cwd=REPO_ROOT)
+        mode = os.environ.get(UDP_BATCH_ENV)
+        if mode and "--udp-batch" not in args:
+            args = ("--udp-batch", mode, *args)
         self.args = tuple(args)
         self.probe_name = probe_name
         self.probe_type = probe_type

@@ -56,28 +56,31 @@ class Entry:
     """A prepared answer: templates rendered on first use, per size limit.
 
     ``pick(limit)`` returns a template of at most ``limit`` bytes (TC set
-    when records were left out). Without weights there is one ordering;
-    with weights, the first record is drawn exactly by weight per query and
-    the rest of the order comes from a few prepared orderings for that
-    first record (``weights.py``). Orderings and their templates are made
-    lazily, so building an entry for a 5,000-instance service costs nothing
-    until it is asked, and a UDP answer renders only what fits.
+    when records were left out); ``single``, when not None, is the one
+    template every query gets (the fast path reads it without a call).
+    Without weights there is one ordering; with weights, the first record
+    is drawn exactly by weight per query (from draws made in bulk,
+    ``weights.SlotDraws``) and the rest of the order comes from a few
+    prepared orderings for that first record. Orderings and their templates
+    are made lazily, so building an entry for a 5,000-instance service
+    costs nothing until it is asked, and a UDP answer renders only what fits.
+    Templates are kept by ``limit << 8 | slot`` (an int: no tuple per query).
     """
 
     __slots__ = (
         "_account",
         "_answer",
+        "_at",
+        "_drawer",
+        "_draws",
         "_edns",
-        "_first",
         "_orderings",
         "_payload",
         "_question",
-        "_ring",
         "_rng",
-        "_single",
         "_size",
         "_templates",
-        "_turn",
+        "single",
         "tally",
     )  # fmt: skip
 
@@ -99,45 +102,48 @@ class Entry:
         self._edns = edns
         self._payload = payload
         self._rng = rng
-        self._turn = 0
         # Estimated bytes held; charged to the table's account once put there.
         self._account: _Account | None = None
         records = (*answer.answer, *answer.authority, *answer.additional)
         self._size = ENTRY_BYTES + len(question) + sum(RECORD_BYTES + len(r.rdata) for r in records)
-        self._templates: dict[tuple[int, int], bytes] = {}
+        self._templates: dict[int, bytes] = {}
         self._orderings: dict[int, list[int]] = {}
         n = len(answer.answer)
-        self._first: weights.FirstPicker | None = None
-        self._ring = 0  # orderings cycled through without an exact first draw
-        self._single: bytes | None = None
+        # The slot of each coming query, used up in order, and who draws more.
+        self._draws = _ONE_SLOT
+        self._at = 0
+        self._drawer: weights.SlotDraws | None = None
+        self.single: bytes | None = None
         if answer.weights is not None and n > 1:
             if n <= weights.MANY_RECORDS:
-                self._first = weights.FirstPicker(answer.weights, rng)
+                self._drawer = weights.SlotDraws(answer.weights, weights.ORDERINGS_PER_FIRST, rng)
+                self._draws = b""  # drawn at the first query
+                self._size += weights.DRAWS
             else:
-                self._ring = weights.RING_SIZE
+                self._draws = _RING_SLOTS  # whole orderings cycled, no exact first draw
             return
         order = list(range(answer.sample)) if 0 < answer.sample < n else list(range(n))
         self._orderings[0] = order
         full = codec.render(question, answer, order=order, edns=edns, payload=payload)
         # The common case (no weights, fits in any UDP answer) is one template.
         if len(full) <= wire.CLASSIC_UDP_LIMIT:
-            self._single = full
-        self._templates[(0, wire.TCP_LIMIT)] = full
+            self.single = full
+        self._templates[wire.TCP_LIMIT << 8] = full
         self._size += _ordering_bytes(order) + TEMPLATE_BYTES + len(full)
 
     def pick(self, limit: int) -> bytes:
-        single = self._single
+        single = self.single
         if single is not None:
             return single
-        self._turn += 1
-        if self._first is not None:
-            per_first = weights.ORDERINGS_PER_FIRST
-            slot = self._first() * per_first + self._turn % per_first
-        elif self._ring:
-            slot = self._turn % self._ring
-        else:
-            slot = 0
-        template = self._templates.get((slot, limit))
+        at = self._at
+        draws = self._draws
+        if at >= len(draws):
+            at = 0
+            if self._drawer is not None:
+                draws = self._draws = self._drawer.draw()
+        self._at = at + 1
+        slot = draws[at]
+        template = self._templates.get(limit << 8 | slot)
         if template is None:
             template = self._render(slot, limit)
         return template
@@ -147,11 +153,11 @@ class Entry:
         if order is None:
             answer = self._answer
             assert answer.weights is not None
-            first = slot // weights.ORDERINGS_PER_FIRST if self._first is not None else None
+            first = slot // weights.ORDERINGS_PER_FIRST if self._drawer is not None else None
             order = weights.weighted_order(answer.weights, self._rng, first=first, k=answer.sample)
             self._orderings[slot] = order
             self._grow(_ordering_bytes(order))
-        full = self._templates.get((slot, wire.TCP_LIMIT))
+        full = self._templates.get(wire.TCP_LIMIT << 8 | slot)
         if full is not None and len(full) <= limit:
             template = full
         else:
@@ -164,7 +170,7 @@ class Entry:
             # The oldest goes (insertion order): a hit must not pay for recency.
             dropped = templates.pop(next(iter(templates)))
             self._grow(-(TEMPLATE_BYTES + len(dropped)))
-        templates[(slot, limit)] = template
+        templates[limit << 8 | slot] = template
         self._grow(TEMPLATE_BYTES + len(template))
         return template
 
@@ -178,6 +184,11 @@ class Entry:
         account = self._account
         if account is not None:
             account.charge(change)
+
+
+# The slots of entries without an exact draw: one ordering, or a ring of them.
+_ONE_SLOT = b"\x00"
+_RING_SLOTS = bytes(range(weights.RING_SIZE))
 
 
 def _ordering_bytes(order: list[int]) -> int:
@@ -340,7 +351,8 @@ def make_fast_answer(
             return key
         entry = local_get(key)
         if entry is not None:
-            template = entry.pick(limit)
+            # Most entries have one template: read it, no call (~60 ns saved).
+            template = entry.single or entry.pick(limit)
             counts[entry.tally] += 1
         else:
             cached = cache_get(key)

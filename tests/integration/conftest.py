@@ -9,6 +9,7 @@ import pytest
 
 from harness.gateway import GatewayProcess
 from harness.knot import KnotUpstream
+from tests.support.udp_paths import ENV, MODES
 
 
 @pytest.fixture(scope="module")
@@ -17,8 +18,18 @@ def knot() -> Iterator[KnotUpstream]:
         yield server
 
 
+@pytest.fixture(scope="module", params=MODES)
+def udp_batch(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Each UDP path in turn (``--udp-batch``, through its environment variable):
+    gateways started while it is set use it."""
+    mode: str = request.param
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(ENV, mode)
+        yield mode
+
+
 @pytest.fixture(scope="module")
-def gateway(knot: KnotUpstream) -> Iterator[GatewayProcess]:
+def gateway(knot: KnotUpstream, udp_batch: str) -> Iterator[GatewayProcess]:
     """The embedded default (zones/ catalog and zones) with Knot as the upstream."""
     with GatewayProcess("--upstream", knot.address, probe_name="consul.") as gw:
         yield gw

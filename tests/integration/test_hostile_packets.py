@@ -38,7 +38,8 @@ MAX_FLOOD_LOG_LINES = 5
 
 
 @pytest.fixture
-def gw() -> Iterator[MeteredGateway]:
+def gw(udp_batch: str) -> Iterator[MeteredGateway]:
+    """A gateway on each UDP path (issue 11: batched I/O and the Python loop)."""
     with MeteredGateway() as gateway:
         yield gateway
 
@@ -55,7 +56,7 @@ def wait_received(gw: MeteredGateway, before: float) -> None:
     wait_for(lambda: gw.counter(UDP_QUERIES) > before, 5, message="the forged packet")
 
 
-def test_a_forged_response_between_two_gateways_is_dropped() -> None:
+def test_a_forged_response_between_two_gateways_is_dropped(udp_batch: str) -> None:
     with MeteredGateway() as a, MeteredGateway() as b:
         a_before, b_before = a.counter(UDP_QUERIES), b.counter(UDP_QUERIES)
         # From a's address and port to b: b's reply, if any, goes to a.

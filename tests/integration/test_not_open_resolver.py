@@ -151,8 +151,17 @@ def gateway(lan: dict[str, str], knot: KnotUpstream, *args: str) -> Iterator[Nam
         gw.close()
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _each_udp_path(udp_batch: str) -> str:
+    """Every test here runs on both UDP paths (issue 11): access control and
+    the limits are applied by both the batched reader and the Python loop."""
+    return udp_batch
+
+
 @pytest.fixture(scope="module")
-def default_gw(lan: dict[str, str], knot: KnotUpstream) -> Iterator[NamespacedGateway]:
+def default_gw(
+    lan: dict[str, str], knot: KnotUpstream, udp_batch: str
+) -> Iterator[NamespacedGateway]:
     with gateway(lan, knot) as gw:
         yield gw
 

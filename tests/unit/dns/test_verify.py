@@ -202,6 +202,30 @@ def test_record_data_of_other_types_must_decode(rtype: str) -> None:
         verify.walk_strict(bytes(bad))
 
 
+def test_a_cache_miss_walks_the_upstream_reply_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 11: the forwarder's checks walk a reply, and the cache's template is made
+    from the same bytes without walking them again (it was ~10% of a miss)."""
+    from gateway.forward.replies import Verdict, classify
+
+    data = message()
+    names = 0
+    walk_name = verify._name
+
+    def counted(data: bytes, pos: int, known: dict[int, int]) -> int:
+        nonlocal names
+        names += 1
+        return walk_name(data, pos, known)
+
+    monkeypatch.setattr(verify, "_name", counted)
+    question = data[12 : data.index(0, 12) + 5]
+    assert classify(data, question) is Verdict.ANSWER
+    once = names
+    assert once > 0
+    made = make_template(data, client_edns=None, payload=1232)
+    assert made is not None and made[1] == verify.walk_strict(bytes(bytearray(data)))
+    assert names == 2 * once  # one walk for classify + make_template, one for the copy
+
+
 def test_an_a_record_of_another_class_is_judged_as_that_class() -> None:
     """A CHAOS A record holding a compression pointer was relayed as four address
     bytes; clients refuse it (fuzz target upstream, 2026-11-26)."""
