@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from gateway import options as cfg
 from gateway.errors import StartupError
+from gateway.service import systemd
+from gateway.service.reload import ConfigSources
 
 # The exit code of a gateway that cannot start as configured (argparse's, too).
 EXIT_BAD_CONFIG = 2
@@ -48,11 +52,17 @@ def _refuse(exc: Exception) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     given: dict[str, Any] = {k: v for k, v in vars(args).items() if v is not None and k != "config"}
+    sources = ConfigSources(given, Path(args.config) if args.config else None)
     try:
-        config = cfg.build(given, config_file=Path(args.config) if args.config else None)
+        # systemd's sockets (socket activation) replace --listen, now and on every reload.
+        passed = tuple(systemd.inherited_sockets(os.environ, os.getpid()))
+        if passed:
+            listen = tuple(dict.fromkeys(systemd.endpoint_of(sock) for sock in passed))
+            sources = replace(sources, listen=listen)
+        config = sources.load()
     except StartupError as exc:
         return _refuse(exc)
-    config = cfg.with_system_defaults(config)
+    notifier = systemd.Notifier.from_env(os.environ, os.getpid())
     logging.basicConfig(
         level=config.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -60,10 +70,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     from gateway import app
 
+    launch = app.Launch(sources, passed, notifier)
     try:
         if config.workers > 1:
-            return app.run_workers(config)
-        app.run(config)
+            return app.run_workers(config, launch)
+        app.run(config, 0, launch)
     except StartupError as exc:  # any capability's: a zone or catalog file, Consul, an option
         return _refuse(exc)
     except OSError as exc:

@@ -9,8 +9,10 @@ import logging
 import os
 import random
 import signal
+import socket
 import sys
 import time
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -23,16 +25,36 @@ from gateway.catalog.source import CatalogSource, StaticSource
 from gateway.errors import StartupError
 from gateway.forward.forwarder import Forwarder
 from gateway.metrics import Metrics, serve_http
-from gateway.options import Config, ConfigError
+from gateway.options import Config, ConfigError, Endpoint
 from gateway.server import interfaces
 from gateway.server.access import AccessPolicy
 from gateway.server.ratelimit import ResponseRateLimiter, UdpLimits
 from gateway.server.resolver import Resolver
 from gateway.server.tcp_limits import TcpLimits
-from gateway.server.transport import Gate, TcpListener, TcpServer, UdpListener, open_listeners
+from gateway.server.transport import (
+    Gate,
+    TcpListener,
+    TcpServer,
+    UdpListener,
+    bind_pair,
+    tune_udp,
+)
+from gateway.service import privileges, reload, systemd
+from gateway.service.reload import ConfigSources
+from gateway.service.systemd import Notifier
 from gateway.zones import zone as zones
 
 log = logging.getLogger("gateway")
+
+# A replaced forwarder is closed this long after its --forward-deadline, by
+# which every query it sent has had its answer or SERVFAIL.
+RETIRE_MARGIN_S = 1.0
+# Shutdown: how often the count of queries in flight is looked at, and the
+# least time TCP clients get to read their last replies.
+STOP_POLL_S = 0.02
+TCP_CLOSE_MIN_S = 0.5
+# systemd shows STATUS= in one line of `systemctl status`.
+STATUS_MAX_CHARS = 200
 
 
 def read_catalog(config: Config) -> Snapshot:
@@ -48,28 +70,85 @@ def read_zones(config: Config) -> dict[dns.name.Name, zones.Zone]:
     return zones.load_zones(config.zones, allow_include=config.zone_include)
 
 
-def build_source(config: Config) -> CatalogSource:
-    static = (
-        read_catalog(config)
-        if config.catalog is not None
-        else Snapshot(datacenters=frozenset({config.datacenter}))
-    )
+def build_source(config: Config, static: Snapshot | None) -> CatalogSource:
+    """Static files alone, or Consul layered over them (``static``: the ``--catalog`` files)."""
     if config.consul is None:
-        return StaticSource(static)
+        return StaticSource(static or _empty_catalog(config))
     from gateway.consul.source import ConsulSource  # only needed (and imported) with Consul
 
-    source: CatalogSource = ConsulSource(
-        config, static=static if config.catalog is not None else None
-    )
+    source: CatalogSource = ConsulSource(config, static=static)
     return source
 
 
-async def serve(config: Config, *, ready: asyncio.Event | None = None, worker: int = 0) -> None:
-    """Runs until SIGTERM/SIGINT (or cancellation)."""
+def _empty_catalog(config: Config) -> Snapshot:
+    return Snapshot(datacenters=frozenset({config.datacenter}))
+
+
+def replace_catalog(source: CatalogSource, config: Config, static: Snapshot | None) -> None:
+    """Newly read ``--catalog`` files into the running source (reload)."""
+    if isinstance(source, StaticSource):
+        source.replace(static or _empty_catalog(config))
+        return
+    from gateway.consul.source import ConsulSource  # imported only with Consul
+
+    if isinstance(source, ConsulSource):
+        source.replace_static(static)
+
+
+@dataclass(frozen=True)
+class Answering:
+    """What one configuration answers with; a reload builds another and swaps it in.
+
+    The catalog source and the metrics outlive it (Consul's watches are not
+    rebuilt); the cache too, when its policy is unchanged.
+    """
+
+    config: Config
+    resolver: Resolver
+    forwarder: Forwarder | None
+    cache: ForwardCache
+    gate: Gate
+    tcp_limits: TcpLimits
+    zone_set: dict[dns.name.Name, zones.Zone]
+
+    @property
+    def in_flight(self) -> int:
+        """Queries whose reply is still to come (upstream queries, catalog fetches)."""
+        upstream = self.forwarder.inflight if self.forwarder is not None else 0
+        return upstream + self.resolver.in_flight
+
+    def gate_for(self, host: str) -> Gate | None:
+        """The gate for a UDP listener on ``host``; None for loopback-only ones."""
+        return self.gate if self.gate.policy.checks_listener(host) else None
+
+
+def _cache_policy(config: Config) -> CachePolicy:
+    return CachePolicy(
+        max_entries=config.cache_size,
+        min_ttl=config.cache_min_ttl,
+        max_ttl=config.cache_max_ttl,
+        negative_max_ttl=config.cache_negative_max_ttl,
+        serve_stale=config.serve_stale,
+        stale_answer_ttl=config.stale_answer_ttl,
+        max_bytes=config.cache_max_bytes,
+    )
+
+
+def build_answering(
+    config: Config,
+    source: CatalogSource,
+    zone_set: dict[dns.name.Name, zones.Zone],
+    metrics: Metrics,
+    *,
+    previous: Answering | None = None,
+    log_it: bool = True,
+) -> Answering:
+    """The resolver and its parts for ``config``; ConfigError for a zone that clashes.
+
+    ``previous``: the answering being replaced (reload), whose cache is kept
+    when the cache options did not change.
+    """
     loop = asyncio.get_running_loop()
-    metrics = Metrics()
-    source = build_source(config)
-    zone_set = read_zones(config)
     assert config.upstream is not None
     forwarder = (
         Forwarder(
@@ -82,30 +161,50 @@ async def serve(config: Config, *, ready: asyncio.Event | None = None, worker: i
         if config.upstream
         else None
     )
-    cache = ForwardCache(
-        CachePolicy(
-            max_entries=config.cache_size,
-            min_ttl=config.cache_min_ttl,
-            max_ttl=config.cache_max_ttl,
-            negative_max_ttl=config.cache_negative_max_ttl,
-            serve_stale=config.serve_stale,
-            stale_answer_ttl=config.stale_answer_ttl,
-            max_bytes=config.cache_max_bytes,
-        ),
-        clock=time.monotonic,
-    )
+    policy = _cache_policy(config)
+    if previous is not None and _cache_policy(previous.config) == policy:
+        cache = previous.cache
+    else:
+        cache = ForwardCache(policy, clock=time.monotonic)
     try:
         resolver = _resolver(config, source, zone_set, forwarder, cache, metrics)
     except ValueError as exc:  # a zone that is also the Consul domain
+        if forwarder is not None:
+            forwarder.close()
         raise ConfigError(f"option 'zones' ({config.zones}): {exc}") from None
     _wire_metrics(metrics, cache, forwarder)
-    gate = _gate(config, resolver, metrics, log_it=worker == 0)
-    tcp = TcpServer(resolver, TcpLimits.from_config(config), gate=gate)
+    gate = _gate(config, resolver, metrics, log_it=log_it)
+    return Answering(
+        config, resolver, forwarder, cache, gate, TcpLimits.from_config(config), zone_set
+    )
+
+
+async def serve(
+    config: Config,
+    *,
+    ready: asyncio.Event | None = None,
+    worker: int = 0,
+    sources: ConfigSources | None = None,
+    sockets: Sequence[socket.socket] = (),
+    notifier: Notifier | None = None,
+) -> None:
+    """Runs until SIGTERM/SIGINT (or cancellation).
+
+    ``sources``: how ``config`` was made, for SIGHUP (default: ``config``
+    as it is, which reloads the files only). ``sockets``: passed by systemd,
+    served instead of binding ``--listen``.
+    """
+    metrics = Metrics()
+    files = read_files(config, with_catalog=config.catalog is not None)
+    source = build_source(config, files.catalog)
+    answering = build_answering(config, source, files.zone_set, metrics, log_it=worker == 0)
+    tcp = TcpServer(answering.resolver, answering.tcp_limits, gate=answering.gate)
     metrics.gauge("tcp_connections", lambda: tcp.connections)
     metrics.gauge("tcp_queued_bytes", lambda: tcp.queued_bytes)
     if hasattr(source, "register_metrics"):
         source.register_metrics(metrics)
-    await _run(config, resolver, source, forwarder, tcp, gate, zone_set, worker, ready)
+    server = Server(answering, source, tcp, metrics, notifier or Notifier(None), worker)
+    await server.run(sources, sockets, ready)
 
 
 def _gate(config: Config, resolver: Resolver, metrics: Metrics, *, log_it: bool) -> Gate:
@@ -176,103 +275,296 @@ def _wire_metrics(metrics: Metrics, cache: ForwardCache, forwarder: Forwarder | 
             metrics.gauge(f"forward_{name}", lambda n=name: forwarder.stats[n])  # type: ignore[misc]
 
 
-async def _run(
-    config: Config,
-    resolver: Resolver,
-    source: CatalogSource,
-    forwarder: Forwarder | None,
-    tcp: TcpServer,
-    gate: Gate,
-    zone_set: dict[dns.name.Name, zones.Zone],
-    worker: int,
-    ready: asyncio.Event | None,
-) -> None:
-    """Opens the listeners, runs until a signal, and closes everything."""
-    loop = asyncio.get_running_loop()
-    metrics = resolver.metrics
-    assert config.upstream is not None
-    listeners: list[UdpListener | TcpListener] = []
-    servers = []
-    reloader = Reloader(config, resolver, source)
-    try:
-        for ep in config.listen:
-            gated = gate if gate.policy.checks_listener(ep.host) else None
-            listeners.extend(
-                await open_listeners(
-                    resolver, ep.host, ep.port, tcp=tcp, reuse_port=config.workers > 1, gate=gated
-                )
-            )
-            if worker == 0:
-                log.info("listening on %s (UDP and TCP)", ep)
-        if config.metrics_listen is not None:
-            # Each worker has its own counters: worker i serves them on PORT + i.
-            mhost, mport = config.metrics_listen.host, config.metrics_listen.port
-            mport = mport + worker if mport else 0
-            servers.append(await serve_http(metrics, mhost, mport))
-            log.info("metrics of worker %d on http://%s:%d/metrics", worker, mhost, mport)
-        await source.start()
-        if worker == 0:
-            log.info(
-                "catalog: %s; zones: %s; upstreams: %s",
-                f"consul {config.consul}" if config.consul else f"static {config.catalog}",
-                zones.describe(zone_set),
-                ", ".join(str(u) for u in config.upstream) or "none (forwarding answers SERVFAIL)",
-            )
-        stop = asyncio.Event()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-        loop.add_signal_handler(signal.SIGHUP, reloader.request)
-        # Start-up objects (zones, static catalog, modules) never die: freeze
-        # them out of the cyclic GC so its full passes stay short under load.
-        gc.collect()
-        gc.freeze()
-        if ready is not None:
-            ready.set()
-        await stop.wait()
-        log.info("shutting down")
-    finally:
-        reloader.close()
-        for listener in listeners:
-            listener.close()
-        tcp.close()
-        for server in servers:
-            server.close()
-        await resolver.close()
-        await source.stop()
-        if forwarder is not None:
-            forwarder.close()
-
-
 @dataclass(frozen=True)
 class Files:
-    """What a reload reads: the zones and, for a static catalog, its snapshot."""
+    """What a reload reads: the zones and the static catalog files' snapshot."""
 
     zone_set: dict[dns.name.Name, zones.Zone]
     catalog: Snapshot | None
 
 
 def read_files(config: Config, with_catalog: bool) -> Files:
-    """Reads every file a reload serves; raises StartupError naming a bad one."""
+    """Reads every file the configuration names; raises StartupError naming a bad one."""
     return Files(read_zones(config), read_catalog(config) if with_catalog else None)
 
 
-class Reloader:
-    """SIGHUP: read zone files (and static catalog files) again.
+@dataclass(frozen=True)
+class Bound:
+    """The sockets of one listen address (either may be missing when systemd passed them)."""
 
-    The files are read and parsed in a thread, so answers go on meanwhile
-    (a 100,000-record zone takes seconds to parse); the result is swapped in
-    on the event loop. All or nothing: a file with an error is logged with
-    its name and the data being served stays as it was (dnsmasq and CoreDNS
-    behave alike). A SIGHUP during a reload asks for one more reload after
-    it, as the files may have changed after it read them. With --consul,
-    static catalog files are read at start only.
+    host: str
+    udp: socket.socket | None
+    tcp: socket.socket | None
+
+
+def bind_all(config: Config, passed: Sequence[socket.socket]) -> list[Bound]:
+    """The sockets to serve on: those systemd passed, else ``--listen`` bound now."""
+    if not passed:
+        bound: list[Bound] = []
+        try:
+            for ep in config.listen:
+                udp, tcp = bind_pair(ep.host, ep.port, reuse_port=config.workers > 1)
+                bound.append(Bound(ep.host, udp, tcp))
+        except BaseException:
+            for b in bound:
+                for sock in (b.udp, b.tcp):
+                    if sock is not None:
+                        sock.close()
+            raise
+        return bound
+    result = []
+    for sock in passed:
+        host = systemd.endpoint_of(sock).host
+        if sock.type == socket.SOCK_DGRAM:
+            tune_udp(sock)
+            result.append(Bound(host, sock, None))
+        else:
+            result.append(Bound(host, None, sock))
+    return result
+
+
+class Server:
+    """One process's listeners around the current :class:`Answering`: start, reload, stop."""
+
+    def __init__(
+        self,
+        answering: Answering,
+        source: CatalogSource,
+        tcp: TcpServer,
+        metrics: Metrics,
+        notifier: Notifier,
+        worker: int,
+    ) -> None:
+        self.answering = answering
+        self.source = source
+        self.tcp = tcp
+        self.metrics = metrics
+        self.notifier = notifier
+        self.worker = worker
+        self.udp: list[tuple[str, UdpListener]] = []
+        self.tcp_listeners: list[TcpListener] = []
+        self.endpoints: list[Endpoint] = []
+        # Replaced answerings whose forwarders may still have queries out.
+        self.retired: list[Answering] = []
+        self._watchdog: asyncio.TimerHandle | None = None
+
+    @property
+    def config(self) -> Config:
+        return self.answering.config
+
+    async def run(
+        self,
+        sources: ConfigSources | None,
+        passed: Sequence[socket.socket],
+        ready: asyncio.Event | None,
+    ) -> None:
+        """Binds, drops privileges, serves until SIGTERM/SIGINT, then stops gracefully."""
+        loop = asyncio.get_running_loop()
+        config = self.config
+        http_servers: list[asyncio.Server] = []
+        stop = asyncio.Event()
+        reloader = Reloader(sources or ConfigSources(), config, self.apply, self.notifier)
+        try:
+            bound = bind_all(config, passed)
+            if config.metrics_listen is not None:
+                # Each worker has its own counters: worker i serves them on PORT + i.
+                mhost, mport = config.metrics_listen.host, config.metrics_listen.port
+                mport = mport + self.worker if mport else 0
+                http_servers.append(await serve_http(self.metrics, mhost, mport))
+                log.info("metrics of worker %d on http://%s:%d/metrics", self.worker, mhost, mport)
+            if config.user is not None:
+                # Every socket is bound and nothing has been read from one yet.
+                privileges.drop(privileges.resolve(config.user, config.group))
+            self._listen(bound, from_systemd=bool(passed))
+            await self.source.start()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, stop.set)
+            loop.add_signal_handler(signal.SIGHUP, reloader.request)
+            # Start-up objects (zones, static catalog, modules) never die: freeze
+            # them out of the cyclic GC so its full passes stay short under load.
+            gc.collect()
+            gc.freeze()
+            await self._first_view()
+            self._ready(ready)
+            await stop.wait()
+            await self.stop()
+        finally:
+            reloader.close()
+            if self._watchdog is not None:
+                self._watchdog.cancel()
+            for _, udp in self.udp:
+                udp.close()
+            for listener in self.tcp_listeners:
+                listener.close()
+            self.tcp.close()
+            for http in http_servers:
+                http.close()
+            for answering in (self.answering, *self.retired):
+                await answering.resolver.close()
+                if answering.forwarder is not None:
+                    answering.forwarder.close()
+            await self.source.stop()
+            self.notifier.close()
+
+    def _listen(self, bound: list[Bound], *, from_systemd: bool) -> None:
+        how = "passed by systemd" if from_systemd else "bound"
+        for b in bound:
+            if b.udp is not None:
+                gate = self.answering.gate_for(b.host)
+                self.udp.append((b.host, UdpListener(self.answering.resolver, b.udp, gate)))
+            if b.tcp is not None:
+                self.tcp_listeners.append(TcpListener(self.tcp, b.tcp))
+            sock = b.udp or b.tcp
+            assert sock is not None
+            ep = systemd.endpoint_of(sock)
+            if ep not in self.endpoints:
+                self.endpoints.append(ep)
+            if self.worker == 0:
+                kinds = " and ".join(k for k, s in (("UDP", b.udp), ("TCP", b.tcp)) if s)
+                log.info("listening on %s (%s, %s)", ep, kinds, how)
+
+    async def _first_view(self) -> None:
+        """With Consul: until its first view is in, or the first-query timeout passed."""
+        config = self.config
+        if config.consul is None or self.source.snapshot().available:
+            return
+        loaded = asyncio.Event()
+
+        def check() -> None:
+            if self.source.snapshot().available:
+                loaded.set()
+
+        self.source.on_change(check)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(config.consul_first_query_timeout):
+                await loaded.wait()
+        if not loaded.is_set():
+            log.warning(
+                "no Consul view after %g s: ready anyway (Consul names SERVFAIL until it comes)",
+                config.consul_first_query_timeout,
+            )
+
+    def _ready(self, ready: asyncio.Event | None) -> None:
+        config = self.config
+        if self.worker == 0:
+            log.info(
+                "catalog: %s; zones: %s; upstreams: %s",
+                f"consul {config.consul}" if config.consul else f"static {config.catalog}",
+                zones.describe(self.answering.zone_set),
+                ", ".join(str(u) for u in config.upstream or ())
+                or "none (forwarding answers SERVFAIL)",
+            )
+            self.notifier.ready(self._status())
+            if self.notifier.watchdog_s is not None:
+                self._beat()
+        if ready is not None:
+            ready.set()
+
+    def _status(self) -> str:
+        return "serving on " + ", ".join(str(ep) for ep in self.endpoints)
+
+    def _beat(self) -> None:
+        """WATCHDOG=1 from the event loop itself: a stuck loop misses it and systemd acts."""
+        assert self.notifier.watchdog_s is not None
+        self.notifier.watchdog()
+        self._watchdog = asyncio.get_running_loop().call_later(self.notifier.watchdog_s, self._beat)
+
+    # -- reload ------------------------------------------------------------------------
+
+    def apply(self, config: Config, files: Files) -> None:
+        """Swaps in what ``config`` and ``files`` build; raises (nothing swapped) if they cannot."""
+        previous = self.answering
+        answering = build_answering(
+            config, self.source, files.zone_set, self.metrics, previous=previous,
+            log_it=self.worker == 0,
+        )  # fmt: skip
+        replace_catalog(self.source, config, files.catalog)
+        for host, udp in self.udp:
+            udp.use(answering.resolver, answering.gate_for(host))
+        self.tcp.use(answering.resolver, answering.tcp_limits, answering.gate)
+        self.answering = answering
+        logging.getLogger().setLevel(config.log_level.upper())
+        self._retire(previous)
+
+    def _retire(self, old: Answering) -> None:
+        """The replaced forwarder's queries still get their answers; then it is closed."""
+        self.retired.append(old)
+        loop = asyncio.get_running_loop()
+
+        def close() -> None:
+            if old in self.retired:
+                self.retired.remove(old)
+                if old.forwarder is not None:
+                    old.forwarder.close()
+
+        # By its deadline every query it sent has its answer or its SERVFAIL.
+        loop.call_later(old.config.forward_deadline + RETIRE_MARGIN_S, close)
+
+    # -- stop --------------------------------------------------------------------------
+
+    async def stop(self) -> None:
+        """SIGTERM: stop reading, answer what is in flight, close TCP after its replies."""
+        loop = asyncio.get_running_loop()
+        config = self.config
+        self.notifier.stopping("stopping: answering queries in flight")
+        for _, udp in self.udp:
+            udp.pause()  # the socket stays open for the replies still owed
+        for listener in self.tcp_listeners:
+            listener.close()
+        self.tcp_listeners.clear()
+        self.tcp.drain()
+        owed = self._in_flight()
+        log.info(
+            "shutting down: listeners closed; %d queries in flight, %d TCP connections",
+            owed,
+            self.tcp.connections,
+        )
+        deadline = loop.time() + config.stop_timeout
+        while self._in_flight() and loop.time() < deadline:
+            await asyncio.sleep(STOP_POLL_S)
+        left = self._in_flight()
+        for answering in (self.answering, *self.retired):
+            if answering.forwarder is not None:
+                answering.forwarder.close()  # what is still out gets SERVFAIL now
+        aborted = await self.tcp.wait_closed(max(deadline - loop.time(), TCP_CLOSE_MIN_S))
+        log.info(
+            "stopped: %d queries answered while stopping, %d given SERVFAIL at --stop-timeout, "
+            "%d TCP connections cut",
+            owed - left,
+            left,
+            aborted,
+        )
+
+    def _in_flight(self) -> int:
+        return sum(a.in_flight for a in (self.answering, *self.retired))
+
+
+class Reloader:
+    """SIGHUP: the whole configuration again, all or nothing.
+
+    The sources (flags, the ``--config`` file, the environment) and every
+    file they name are read and parsed in a thread, so answers go on
+    meanwhile (a 100,000-record zone takes seconds to parse); the result is
+    built and swapped in on the event loop, between two packets, so no
+    query is lost. A bad file or option is logged with its name (and line)
+    and the configuration being served stays as it was (dnsmasq and CoreDNS
+    behave alike). Options that need a restart keep their old values and
+    are named in the log (``gateway.service.reload``). A SIGHUP during a
+    reload asks for one more reload after it, as the files may have changed
+    after it read them.
     """
 
-    def __init__(self, config: Config, resolver: Resolver, source: CatalogSource) -> None:
+    def __init__(
+        self,
+        sources: ConfigSources,
+        config: Config,
+        apply: Callable[[Config, Files], None],
+        notifier: Notifier,
+    ) -> None:
+        self._sources = sources
         self._config = config
-        self._resolver = resolver
-        self._source = source
-        self._with_catalog = isinstance(source, StaticSource) and config.catalog is not None
+        self._apply = apply
+        self._notifier = notifier
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="reload")
         self._busy = False
         self._again = False
@@ -286,26 +578,40 @@ class Reloader:
             self._again = True
             return
         self._busy = True
-        log.info("reloading files")
+        log.info("reloading files and configuration")
+        self._notifier.reloading(time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000)
         loop = asyncio.get_running_loop()
-        future = loop.run_in_executor(self._executor, read_files, self._config, self._with_catalog)
+        future = loop.run_in_executor(self._executor, prepare, self._sources, self._config)
         future.add_done_callback(self._finish)
 
-    def _finish(self, future: asyncio.Future[Files]) -> None:
+    def _finish(self, future: asyncio.Future[Prepared]) -> None:
         self._busy = False
         if self._closed or future.cancelled():
             return
         try:
-            files = future.result()
-            self._resolver.replace_zones(files.zone_set)
-        except (StartupError, ValueError) as exc:  # a bad zone or catalog file, a zone clash
-            log.error("reload failed, still serving the previous files: %s", exc)
+            prepared = future.result()
+            self._apply(prepared.config, prepared.files)
+        except (StartupError, ValueError) as exc:  # a bad option, file, or a zone clash
+            log.error("reload failed, still serving the previous configuration: %s", exc)
+            self._notifier.ready(f"reload failed: {exc}"[:STATUS_MAX_CHARS])
         except Exception:  # a bug: still keep serving what we have
-            log.exception("reload failed, still serving the previous files")
+            log.exception("reload failed, still serving the previous configuration")
+            self._notifier.ready("reload failed")
         else:
-            if files.catalog is not None and isinstance(self._source, StaticSource):
-                self._source.replace(files.catalog)
-            log.info("reloaded: zones %s", zones.describe(files.zone_set))
+            changed = reload.changed(self._config, prepared.config)
+            self._config = prepared.config
+            if prepared.restart:
+                log.warning(
+                    "reload: changing %s needs a restart; still using the old value%s",
+                    ", ".join(f"'{name}'" for name in prepared.restart),
+                    "s" if len(prepared.restart) > 1 else "",
+                )
+            log.info(
+                "reloaded: options changed: %s; zones %s",
+                ", ".join(changed) or "none",
+                zones.describe(prepared.files.zone_set),
+            )
+            self._notifier.ready("reloaded")
         if self._again:
             self._again = False
             self.request()
@@ -316,19 +622,50 @@ class Reloader:
         self._executor.shutdown(wait=False, cancel_futures=True)
 
 
-def run(config: Config, worker: int = 0) -> None:
+@dataclass(frozen=True)
+class Prepared:
+    """A reload's reading done: the configuration to serve, its files, what needs a restart."""
+
+    config: Config
+    files: Files
+    restart: tuple[str, ...]
+
+
+def prepare(sources: ConfigSources, current: Config) -> Prepared:
+    """Reads the configuration and its files again (in the reload thread); raises if bad."""
+    config, restart = reload.settle(current, sources.load())
+    return Prepared(config, read_files(config, with_catalog=config.catalog is not None), restart)
+
+
+@dataclass(frozen=True)
+class Launch:
+    """What the command line found besides the configuration (see ``gateway.__main__``)."""
+
+    sources: ConfigSources | None = None
+    sockets: tuple[socket.socket, ...] = ()  # passed by systemd
+    notifier: Notifier | None = None
+
+
+def run(config: Config, worker: int = 0, launch: Launch = Launch()) -> None:
     """Runs one process's event loop (uvloop when available)."""
     import uvloop
 
-    uvloop.run(serve(config, worker=worker))
+    # Only the first worker talks to systemd (the unit says NotifyAccess=all).
+    notifier = launch.notifier if worker == 0 else None
+    uvloop.run(
+        serve(
+            config, worker=worker, sources=launch.sources, sockets=launch.sockets,
+            notifier=notifier,
+        )
+    )  # fmt: skip
 
 
-def run_workers(config: Config) -> int:
+def run_workers(config: Config, launch: Launch = Launch()) -> int:
     """``--workers N``: N processes share the ports with SO_REUSEPORT.
 
     The kernel spreads UDP datagrams and TCP connections over them; each
     worker keeps its own catalog view and cache (measured and documented
-    in the README).
+    in the README). Sockets passed by systemd are shared as they are.
     """
     children: list[int] = []
     for worker in range(config.workers):
@@ -336,7 +673,7 @@ def run_workers(config: Config) -> int:
         if pid == 0:
             code = 0
             try:
-                run(config, worker)
+                run(config, worker, launch)
             except BaseException:
                 log.exception("worker %d failed", worker)
                 code = 1

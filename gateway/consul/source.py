@@ -194,6 +194,11 @@ class ConsulSource:
         await self._tasks.cancel_all()
         await self._http.close()
 
+    def replace_static(self, static: Snapshot | None) -> None:
+        """Newly read ``--catalog`` files (SIGHUP): layered under Consul's view from now on."""
+        self._static = static
+        self._changed()
+
     async def fetch_service(self, datacenter: str, name: str) -> None:
         """Watches the service and waits for Consul's first answer about it."""
         self._liveness.require_usable()

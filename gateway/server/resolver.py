@@ -16,6 +16,7 @@ import asyncio
 import logging
 import random
 import struct
+import weakref
 from collections.abc import Callable
 
 import dns.name
@@ -76,7 +77,7 @@ class Resolver:
         self._max_udp = config.udp_max_payload
         self._fetches = 0
         self._tasks: set[asyncio.Task[None]] = set()
-        source.on_change(self._local.clear)
+        source.on_change(_clear_while_alive(self._local))
         self._counts = metrics.counters
         self._log = RateLimitedLog(log, counts=self._counts)
         self._forward = CachedForwarder(
@@ -310,11 +311,32 @@ class Resolver:
         self._router = router
         self._local.clear()
 
+    @property
+    def in_flight(self) -> int:
+        """Catalog fetches under way: queries whose reply is still to come."""
+        return self._fetches
+
     async def close(self) -> None:
         for task in list(self._tasks):
             task.cancel()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+def _clear_while_alive(table: fastpath.AnswerTable) -> Callable[[], None]:
+    """``table.clear`` without keeping the table alive.
+
+    The catalog source outlives resolvers (a reload builds a new one and
+    keeps the source); a dead table's callback is a no-op closure.
+    """
+    ref = weakref.ref(table)
+
+    def clear() -> None:
+        alive = ref()
+        if alive is not None:
+            alive.clear()
+
+    return clear
 
 
 def _question(query: wire.Query) -> bytes:
