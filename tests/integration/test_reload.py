@@ -1,0 +1,145 @@
+"""SIGHUP re-reads the whole configuration (issue 10), against the gateway as a subprocess.
+
+The TOML file, the zones and the upstreams change between reloads while a client
+keeps asking; every query is answered, a long-lived TCP connection sees the new
+data, and a bad file leaves the old configuration serving with the file and line in
+the log.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import signal
+import socket
+import struct
+import threading
+from pathlib import Path
+
+import dns.exception
+import dns.message
+import dns.rcode
+
+from harness.gateway import GatewayProcess
+from harness.process import wait_for
+from tests.support.dnsclient import query
+from tests.support.scripted import ScriptedUpstream, UpstreamThread, reply_to
+
+RELOADS = 6
+# The query loop's bound: it stops after the reloads, or at this many queries.
+MAX_QUERIES = 50_000
+# A query gets this long to be answered before it counts as lost.
+QUERY_TIMEOUT_S = 5.0
+ZONE_HEAD = "$ORIGIN lab.test.\n$TTL 60\n@ SOA ns h 1 2 3 4 5\n@ NS ns\nns A 192.0.2.1\n"
+UPSTREAM_A = "198.51.100.1"
+UPSTREAM_B = "198.51.100.2"
+
+
+def zone_text(version: int) -> str:
+    return ZONE_HEAD + f"www A 192.0.2.{100 + version}\n"
+
+
+def answering(address: str) -> ScriptedUpstream:
+    return ScriptedUpstream(lambda data, addr, sock: sock.sendto(reply_to(data, address), addr))
+
+
+def toml(zones: Path, upstream: str, *extra: str) -> str:
+    lines = [f'upstream = ["{upstream}"]', f'zones = "{zones}"', *extra]
+    return "\n".join(lines) + "\n"
+
+
+class QueryLoop(threading.Thread):
+    """Asks ``www.lab.test`` over UDP, one query at a time, until told to stop."""
+
+    def __init__(self, host: str, port: int) -> None:
+        super().__init__(daemon=True)
+        self.host, self.port = host, port
+        self.stop = threading.Event()
+        self.asked = 0
+        self.lost = 0
+        self.bad: list[str] = []
+        self.addresses: set[str] = set()
+
+    def run(self) -> None:
+        while not self.stop.is_set() and self.asked < MAX_QUERIES:
+            self.asked += 1
+            try:
+                reply = query(self.host, self.port, "www.lab.test", "A", timeout=QUERY_TIMEOUT_S)
+            except dns.exception.Timeout:
+                self.lost += 1
+                continue
+            if reply.rcode() != dns.rcode.NOERROR or not reply.answer:
+                self.bad.append(dns.rcode.to_text(reply.rcode()))
+                continue
+            self.addresses |= {rr.address for rr in reply.answer[0]}
+
+
+def tcp_ask(sock: socket.socket, name: str) -> dns.message.Message:
+    wire = dns.message.make_query(name, "A").to_wire()
+    sock.sendall(struct.pack("!H", len(wire)) + wire)
+    head = sock.recv(2, socket.MSG_WAITALL)
+    return dns.message.from_wire(sock.recv(struct.unpack("!H", head)[0], socket.MSG_WAITALL))
+
+
+def test_sighup_swaps_the_whole_configuration_without_losing_a_query(tmp_path: Path) -> None:
+    zones = tmp_path / "zones"
+    zones.mkdir()
+    zone_file = zones / "lab.test.zone"
+    zone_file.write_text(zone_text(0))
+    conf = tmp_path / "gw.toml"
+    up_a, up_b = answering(UPSTREAM_A), answering(UPSTREAM_B)
+    conf.write_text(toml(zones, up_a.address))
+    with UpstreamThread(up_a, up_b), GatewayProcess("--config", str(conf)) as gw:
+        assert gw.pid is not None
+        pid = gw.pid
+        names = (f"n{i}.example" for i in itertools.count())  # never cached
+        reply = query(gw.host, gw.port, next(names), "A")
+        assert {rr.address for rr in reply.answer[0]} == {UPSTREAM_A}
+        tcp = socket.create_connection((gw.host, gw.port), timeout=QUERY_TIMEOUT_S)
+        assert {rr.address for rr in tcp_ask(tcp, "www.lab.test").answer[0]} == {"192.0.2.100"}
+
+        def reload(expect: str, count: int) -> None:
+            os.kill(pid, signal.SIGHUP)
+            wait_for(lambda: gw.log_text().count(expect) >= count, message=expect)
+
+        loop = QueryLoop(gw.host, gw.port)
+        loop.start()
+        try:
+            for version in range(1, RELOADS + 1):
+                upstream = (up_a, up_b)[version % 2]
+                zone_file.write_text(zone_text(version))
+                conf.write_text(toml(zones, upstream.address))
+                reload("reloaded:", version)
+        finally:
+            loop.stop.set()
+            loop.join(60)
+        print(f"{loop.asked} queries during {RELOADS} reloads, {loop.lost} lost")
+        assert loop.asked > 0 and loop.lost == 0 and loop.bad == []
+        assert loop.addresses <= {f"192.0.2.{100 + v}" for v in range(RELOADS + 1)}
+        assert f"192.0.2.{100 + RELOADS}" in loop.addresses
+        # The long-lived TCP connection answers from the new zone too.
+        latest = f"192.0.2.{100 + RELOADS}"
+        assert {rr.address for rr in tcp_ask(tcp, "www.lab.test").answer[0]} == {latest}
+        # RELOADS is even: back on upstream A; a new name goes there.
+        reply = query(gw.host, gw.port, next(names), "A")
+        assert {rr.address for rr in reply.answer[0]} == {UPSTREAM_A}
+
+        # Upstream B and a restart-only option: the rest applies, the log says which waits.
+        conf.write_text(toml(zones, up_b.address, "workers = 2"))
+        reload("reloaded:", RELOADS + 1)
+        assert "'workers' needs a restart" in gw.log_text()
+        reply = query(gw.host, gw.port, next(names), "A")
+        assert {rr.address for rr in reply.answer[0]} == {UPSTREAM_B}
+
+        # Bad files: logged with file and line, the previous configuration keeps serving.
+        conf.write_text(toml(zones, up_a.address, "this is not toml"))
+        reload("reload failed", 1)
+        conf.write_text(toml(zones, up_a.address, "cache_size = -1"))
+        reload("reload failed", 2)
+        failures = [line for line in gw.log_text().splitlines() if "reload failed" in line]
+        assert f"{conf}: not valid TOML" in failures[0] and "line 3" in failures[0]
+        assert f"{conf}:3: option 'cache_size'" in failures[1]
+        reply = query(gw.host, gw.port, next(names), "A")
+        assert {rr.address for rr in reply.answer[0]} == {UPSTREAM_B}
+        assert {rr.address for rr in tcp_ask(tcp, "www.lab.test").answer[0]} == {latest}
+        tcp.close()
