@@ -25,7 +25,7 @@ MAX_EXPOSURE = "2.0"
 
 def unit(name: str) -> configparser.ConfigParser:
     """A unit file read as INI; repeated keys (ListenStream=...) kept as lines."""
-    parser = configparser.ConfigParser(strict=False, interpolation=None, empty_lines_in_values=False)
+    parser = configparser.ConfigParser(strict=False, interpolation=None)
     parser.optionxform = str  # type: ignore[assignment,method-assign]
     parser.read_string(_join_repeats((DEPLOY / name).read_text()))
     return parser

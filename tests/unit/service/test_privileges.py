@@ -1,4 +1,4 @@
-"""--user/--group lookups: errors name the option (the switch itself runs in the integration test)."""
+"""--user/--group lookups: errors name the option (the switch itself: integration test)."""
 
 from __future__ import annotations
 
