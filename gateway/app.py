@@ -426,15 +426,22 @@ class Server:
     async def _first_view(self) -> None:
         """With Consul: until its first view is in, or the first-query timeout passed."""
         config = self.config
-        if config.consul is None or self.source.snapshot().available:
+        if config.consul is None:
+            return
+        from gateway.consul.source import ConsulSource  # imported only with Consul
+
+        source = self.source
+        assert isinstance(source, ConsulSource)
+        if source.reachable:
             return
         loaded = asyncio.Event()
 
         def check() -> None:
-            if self.source.snapshot().available:
+            # Reachable: the datacenters and the local service and node lists are in.
+            if source.reachable:
                 loaded.set()
 
-        self.source.on_change(check)
+        source.on_change(check)
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(config.consul_first_query_timeout):
                 await loaded.wait()

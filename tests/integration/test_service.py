@@ -21,7 +21,8 @@ import dns.message
 import dns.rcode
 import pytest
 
-from harness.gateway import GatewayProcess
+from harness.consul import ConsulAgent
+from harness.gateway import ConsulGateway, GatewayProcess
 from harness.ports import free_port
 from harness.process import wait_for
 from tests.support.dnsclient import query
@@ -34,8 +35,8 @@ DB_ADDRESS = "192.0.2.21"
 LATE_ADDRESS = "192.0.2.50"
 # The watchdog interval asked for: WATCHDOG=1 comes at half of it.
 WATCHDOG_USEC = 200_000
-# How long the test waits for the gateway to exit after SIGTERM.
-EXIT_WAIT_S = 30.0
+# How long the test waits for the gateway to exit, or for a reply, after SIGTERM.
+EXIT_WAIT_S = 15.0
 # Upstream waits far longer than the test, so only the shutdown decides.
 PATIENT_FORWARDING = ("--forward-timeout", "30", "--forward-deadline", "60")
 
@@ -144,7 +145,6 @@ def test_sigterm_answers_queries_in_flight_and_closes_tcp_after_its_reply() -> N
 
             os.kill(gw.pid, signal.SIGTERM)
             wait_for(lambda: "shutting down" in gw.log_text(), message="the shutdown to begin")
-            assert "2 queries in flight" in gw.log_text()
             with pytest.raises(ConnectionRefusedError):  # no longer accepting
                 socket.create_connection((gw.host, gw.port), timeout=5).close()
             for data, addr in held:  # now the upstream answers
@@ -158,6 +158,7 @@ def test_sigterm_answers_queries_in_flight_and_closes_tcp_after_its_reply() -> N
             assert reply.id == tcp_id and {rr.address for rr in reply.answer[0]} == {LATE_ADDRESS}
             assert tcp.recv(1) == b""  # then FIN: a clean end of stream, no reset
             assert gw.proc.wait(EXIT_WAIT_S) == 0
+            assert "2 queries in flight" in gw.log_text()
             assert "2 queries answered while stopping" in gw.log_text()
             udp.close()
             tcp.close()
@@ -180,3 +181,26 @@ def test_sigterm_gives_servfail_to_what_is_still_out_at_the_stop_timeout() -> No
             assert gw.proc.wait(EXIT_WAIT_S) == 0
             assert "1 given SERVFAIL at --stop-timeout" in gw.log_text()
             tcp.close()
+
+
+def test_ready_comes_once_the_first_consul_view_is_in() -> None:
+    with ConsulAgent() as agent, NotifyListener() as notify:
+        agent.register_service("web", address="127.0.0.10", port=80)
+        with ConsulGateway(agent.http_addr, "127.0.0.1:9", env=notify.env) as gw:
+            notify.wait_for("READY=1")
+            # Nothing waited for after READY: the view was in before it was sent.
+            assert gw.metrics()["consul_view_available"] == 1
+            assert query(gw.host, gw.port, "dev1.node.consul", "A").rcode() == dns.rcode.NOERROR
+
+
+def test_ready_comes_after_the_first_query_timeout_when_consul_is_away() -> None:
+    agent = ConsulAgent()  # its ports, nothing listening
+    try:
+        with NotifyListener() as notify:
+            args = ("--consul-first-query-timeout", "0.5")
+            with ConsulGateway(agent.http_addr, "127.0.0.1:9", *args, env=notify.env) as gw:
+                notify.wait_for("READY=1")
+                assert "no Consul view after 0.5 s: ready anyway" in gw.log_text()
+                assert gw.metrics()["consul_view_available"] == 0
+    finally:
+        agent.close()
