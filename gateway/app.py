@@ -387,6 +387,7 @@ class Server:
             await self._first_view()
             self._ready(ready)
             await stop.wait()
+            reloader.close()  # a SIGHUP while stopping changes nothing any more
             await self.stop()
         finally:
             reloader.close()
