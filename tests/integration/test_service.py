@@ -67,6 +67,12 @@ def test_passed_sockets_are_served_and_systemd_is_notified() -> None:
             assert notify.wait_for("WATCHDOG=1", times=3) >= 3
             status = [line for msg in notify.messages for line in msg if line.startswith("STATUS=")]
             assert f"STATUS=serving on 127.0.0.1:{port}" in status
+            assert gw.pid is not None
+            os.kill(gw.pid, signal.SIGHUP)  # systemctl reload: RELOADING=1, then READY=1
+            notify.wait_for("RELOADING=1")
+            notify.wait_for("READY=1", times=2)
+            reply = query(gw.host, port, "db.service.consul", "A")  # still the passed sockets
+            assert {rr.address for rr in reply.answer[0]} == {DB_ADDRESS}
             code = gw.stop()
         assert code == 0
         notify.wait_for("STOPPING=1")
@@ -74,6 +80,20 @@ def test_passed_sockets_are_served_and_systemd_is_notified() -> None:
         ready_at = next(i for i, m in enumerate(notify.messages) if "READY=1" in m)
         stopping_at = next(i for i, m in enumerate(notify.messages) if "STOPPING=1" in m)
         assert ready_at < stopping_at
+
+
+def test_workers_share_the_passed_sockets() -> None:
+    port = free_port()
+    with NotifyListener() as notify:
+        args = ("--workers", "2", "--upstream", "127.0.0.1:9")
+        with activated(port, *args, env=notify.env) as gw:
+            notify.wait_for("READY=1")
+            for tcp in (False, True):
+                for _ in range(4):  # whichever worker the kernel wakes
+                    reply = query(gw.host, port, "db.service.consul", "A", tcp=tcp)
+                    assert {rr.address for rr in reply.answer[0]} == {DB_ADDRESS}
+            assert gw.stop() == 0
+        notify.wait_for("STOPPING=1")
 
 
 def _status_ids(pid: int, key: str) -> list[int]:
