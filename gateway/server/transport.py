@@ -22,6 +22,13 @@ queued reply bytes per connection (past either the connection is not read
 until replies drain), a cap on queued reply bytes across all connections
 (the worst reader is closed), and an accept loop that survives running out
 of file descriptors by closing idle connections.
+
+Sockets are bound apart from the listeners (:func:`bind_pair`, or passed
+by systemd) so the process can drop root before any is read. A reload
+hands every listener a new resolver and gate between two reader callbacks
+(``use``; TCP connections take them at their next message); a shutdown
+stops reading UDP, closes the listening sockets and lets each TCP
+connection answer what it received, then close (``TcpServer.drain``).
 """
 
 from __future__ import annotations
