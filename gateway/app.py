@@ -190,8 +190,8 @@ async def serve(
 ) -> None:
     """Runs until SIGTERM/SIGINT (or cancellation).
 
-    ``sources``: how ``config`` was made, for SIGHUP (default: ``config``
-    as it is, which reloads the files only). ``sockets``: passed by systemd,
+    ``sources``: how ``config`` was made, read again on SIGHUP (None:
+    ``config`` stays as it is and SIGHUP reads its files again). ``sockets``: passed by systemd,
     served instead of binding ``--listen``.
     """
     metrics = Metrics()
@@ -363,7 +363,9 @@ class Server:
         config = self.config
         http_servers: list[asyncio.Server] = []
         stop = asyncio.Event()
-        reloader = Reloader(sources or ConfigSources(), config, self.apply, self.notifier)
+        # Without sources (in-process use) a reload keeps the configuration, rereads files.
+        load = sources.load if sources is not None else lambda: config
+        reloader = Reloader(load, config, self.apply, self.notifier)
         try:
             bound = bind_all(config, passed)
             if config.metrics_listen is not None:
@@ -564,12 +566,13 @@ class Reloader:
 
     def __init__(
         self,
-        sources: ConfigSources,
+        load: Callable[[], Config],
         config: Config,
         apply: Callable[[Config, Files], None],
         notifier: Notifier,
     ) -> None:
-        self._sources = sources
+        """``load``: the configuration as its sources say now (``ConfigSources.load``)."""
+        self._load = load
         self._config = config
         self._apply = apply
         self._notifier = notifier
@@ -589,7 +592,7 @@ class Reloader:
         log.info("reloading files and configuration")
         self._notifier.reloading(time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000)
         loop = asyncio.get_running_loop()
-        future = loop.run_in_executor(self._executor, prepare, self._sources, self._config)
+        future = loop.run_in_executor(self._executor, prepare, self._load, self._config)
         future.add_done_callback(self._finish)
 
     def _finish(self, future: asyncio.Future[Prepared]) -> None:
@@ -639,9 +642,9 @@ class Prepared:
     restart: tuple[str, ...]
 
 
-def prepare(sources: ConfigSources, current: Config) -> Prepared:
+def prepare(load: Callable[[], Config], current: Config) -> Prepared:
     """Reads the configuration and its files again (in the reload thread); raises if bad."""
-    config, restart = reload.settle(current, sources.load())
+    config, restart = reload.settle(current, load())
     return Prepared(config, read_files(config, with_catalog=config.catalog is not None), restart)
 
 

@@ -40,7 +40,7 @@ def setup(tmp_path: Path, toml: str = "") -> tuple[Config, ConfigSources]:
 
 
 def reloader_for(config: Config, sources: ConfigSources, swaps: Swaps) -> app.Reloader:
-    return app.Reloader(sources, config, swaps, Notifier(None))
+    return app.Reloader(sources.load, config, swaps, Notifier(None))
 
 
 async def reload(reloader: app.Reloader, requests: int, settle: int = 200) -> None:
@@ -130,7 +130,7 @@ def test_a_swap_that_fails_keeps_the_reloader_on_the_old_configuration(tmp_path:
         calls.append(new)
         raise ValueError("zone lab.test clashes")
 
-    reloader = app.Reloader(sources, config, refuse, Notifier(None))
+    reloader = app.Reloader(sources.load, config, refuse, Notifier(None))
     asyncio.run(reload(reloader, 1))
     asyncio.run(reload(reloader, 1))
     reloader.close()
