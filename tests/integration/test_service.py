@@ -122,6 +122,10 @@ def test_user_binds_port_53_as_root_then_answers_as_nobody() -> None:
         for caps in ("CapEff", "CapPrm", "CapAmb"):
             assert _status_ids(gw.pid, caps) == [0], caps
         assert "running as user nobody" in gw.log_text()
+        # A reload reads the files again as nobody; root is not needed for it.
+        os.kill(gw.pid, signal.SIGHUP)
+        wait_for(lambda: "reloaded:" in gw.log_text(), message="the reload as nobody")
+        assert query(host, 53, "db.service.consul", "A").answer
         assert gw.stop() == 0
 
 
