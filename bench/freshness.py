@@ -9,6 +9,14 @@ and stops when the gateway's A answer (polled every millisecond over UDP) shows 
 Prints p50/p90/p99/max, the Consul HTTP requests the gateway made per change (from its
 metrics endpoint), and the requests it makes at idle over ``--idle`` seconds. The target
 is p99 < 250 ms on loopback; the exit status is 1 when it is missed.
+
+``--services 1000`` is the scale mode: as many services in all (the timed one, Consul's
+own and fillers registered in the catalog by transactions), watched from the start
+(``--consul-watch-all``), and it also prints the TCP connections the gateway holds to
+Consul and the most requests it had in flight. ``--consul-limit`` sets Consul's
+``limits.http_max_conns_per_client`` and ``--max-connections`` the gateway's
+``--consul-max-connections`` (to measure raising both instead); ``--workers`` runs that
+many answering processes (one Consul watcher serves them all).
 """
 
 from __future__ import annotations
@@ -28,7 +36,7 @@ import dns.rdatatype
 from harness.consul import ConsulAgent, consul_binary
 from harness.gateway import ConsulGateway
 from harness.knot import KnotUpstream
-from harness.process import wait_for
+from harness.process import process_tree, tcp_connections_to, wait_for
 
 TARGET_P99_MS = 250.0
 POLL_INTERVAL_S = 0.001
@@ -37,6 +45,10 @@ SERVICE = "fresh"
 NAME = f"{SERVICE}.service.consul."
 KEEP = ("f0", "127.0.0.60")
 FLIP = ("f1", "127.0.0.61")
+FILLER_NODE = ("filler", "127.0.0.62")
+# Services the dev agent has before any is registered: "consul".
+OWN_SERVICES = 1
+LOAD_TIMEOUT_S = 120.0
 
 
 @dataclass(frozen=True)
@@ -97,13 +109,62 @@ def percentile(samples: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-def run(changes: int, idle_s: float) -> int:
-    with ConsulAgent() as agent, KnotUpstream() as knot:
+@dataclass(frozen=True)
+class Setup:
+    """What runs: services in all, Consul's per-client limit, gateway options."""
+
+    services: int = 2
+    consul_limit: int | None = None
+    max_connections: int | None = None
+    workers: int = 1
+
+    def hcl(self) -> list[str]:
+        if self.consul_limit is None:
+            return []
+        return [f"limits {{ http_max_conns_per_client = {self.consul_limit} }}"]
+
+    def gateway_args(self) -> list[str]:
+        args = ["--consul-watch-all"] if self.services > 2 else []
+        if self.max_connections is not None:
+            args += ["--consul-max-connections", str(self.max_connections)]
+        if self.workers > 1:
+            args += ["--workers", str(self.workers)]
+        return args
+
+    def describe(self) -> str:
+        limit = self.consul_limit or 200
+        gateway = self.max_connections or 150
+        mode = " (watch-all)" if self.services > 2 else ""
+        return (
+            f"{self.services} services{mode}, Consul's http_max_conns_per_client "
+            f"{limit}, --consul-max-connections {gateway}, {self.workers} worker(s)"
+        )
+
+
+def register_fillers(agent: ConsulAgent, count: int) -> None:
+    """``count`` more services on one catalog node (no checks), by transactions."""
+    node, address = FILLER_NODE
+    agent.catalog_register(node, address)
+    fillers = [{"ID": f"x{i}", "Service": f"x{i}", "Port": 1} for i in range(count)]
+    agent.catalog_register_services(node, fillers)
+
+
+def run(changes: int, idle_s: float, setup: Setup) -> int:
+    with ConsulAgent(hcl=setup.hcl()) as agent, KnotUpstream() as knot:
         for sid, address in (KEEP, FLIP):
             agent.register_service(SERVICE, service_id=sid, address=address, port=1)
-        with ConsulGateway(agent.http_addr, knot.address) as gw:
+        fillers = setup.services - OWN_SERVICES - 1
+        if fillers > 0:
+            register_fillers(agent, fillers)
+        with ConsulGateway(agent.http_addr, knot.address, *setup.gateway_args()) as gw:
             poller = Poller(gw.host, gw.port)
             wait_for(lambda: poller.addresses() == {KEEP[1], FLIP[1]}, timeout=15)
+            if fillers > 0:
+                wait_for(
+                    lambda: gw.metrics()["consul_services_loaded"] >= setup.services,
+                    timeout=LOAD_TIMEOUT_S,
+                    message=f"the gateway loading {setup.services} services",
+                )
             time.sleep(0.5)  # let the first fetch's follow-up blocking reads go out
             steps = cycle(agent)
             before = gw.metrics()["consul_http_requests"]
@@ -122,12 +183,16 @@ def run(changes: int, idle_s: float) -> int:
             time.sleep(idle_s)
             idle = gw.metrics()
             idle_requests = idle["consul_http_requests"] - idle_start
+            assert gw.pid is not None
+            consul_port = int(agent.http_addr.rsplit(":", 1)[1])
+            held = tcp_connections_to(consul_port, process_tree(gw.pid))
 
     samples = [ms for values in took_ms.values() for ms in values]
     p50, p90, p99 = (percentile(samples, q) for q in (0.5, 0.9, 0.99))
     print(
         f"freshness, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, Consul dev agent "
-        f"({consul_binary().rsplit('/', 1)[-1]}) on loopback, {changes} changes"
+        f"({consul_binary().rsplit('/', 1)[-1]}) on loopback, {changes} changes; "
+        f"{setup.describe()}"
     )
     print(
         f"  all changes      p50 {p50:6.1f} ms  p90 {p90:6.1f} ms  p99 {p99:6.1f} ms  "
@@ -141,6 +206,12 @@ def run(changes: int, idle_s: float) -> int:
     watched = int(idle["consul_watched_services"])
     print(f"  Consul HTTP requests per change: {per_change:.2f}")
     print(
+        f"  TCP connections to Consul at idle: {sum(held.values())} "
+        f"({sum(1 for n in held.values() if n)} process(es)); most requests in flight at once: "
+        f"{idle.get('consul_http_inflight_peak', float('nan')):g}; node dumps: "
+        f"{'yes' if idle.get('consul_node_dumps') else 'no'}"
+    )
+    print(
         f"  Consul HTTP requests at idle: {idle_requests:g} in {idle_s:g} s "
         f"({idle_requests * 60 / idle_s:.1f}/min) with {watched} watched service(s) "
         f"and 1 datacenter (blocking reads, consul_wait 60 s)"
@@ -152,10 +223,19 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.freshness", description=__doc__)
     parser.add_argument("--changes", type=int, default=200, help="changes to time (>= 100)")
     parser.add_argument("--idle", type=float, default=65.0, help="seconds of idle to count")
+    parser.add_argument(
+        "--services", type=int, default=2, help="services in all (scale mode above 2)"
+    )
+    parser.add_argument("--consul-limit", type=int, help="Consul's http_max_conns_per_client")
+    parser.add_argument("--max-connections", type=int, help="--consul-max-connections")
+    parser.add_argument("--workers", type=int, default=1, help="gateway --workers")
     args = parser.parse_args(argv)
     if args.changes < 4 or args.idle <= 0:
         parser.error("--changes must be at least 4 and --idle positive")
-    return run(args.changes, args.idle)
+    if not 2 <= args.services <= 100_000 or not 1 <= args.workers <= 64:
+        parser.error("--services must be 2-100000 and --workers 1-64")
+    setup = Setup(args.services, args.consul_limit, args.max_connections, args.workers)
+    return run(args.changes, args.idle, setup)
 
 
 if __name__ == "__main__":

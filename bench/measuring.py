@@ -9,7 +9,6 @@ processes. Also what the gateway looked like at the end (metrics, log) and its p
 from __future__ import annotations
 
 import contextlib
-import os
 import re
 import shutil
 import subprocess
@@ -21,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.gateway import GatewayProcess, scrape_metrics
+from harness.process import process_tree
 from harness.zone import ZONE
 
 from . import dnsperf, workloads
@@ -35,34 +35,6 @@ MISS_NAMES_PER_SECOND = 80_000
 
 
 # ------------------------------------------------------------------------- memory
-
-
-def _children(pid: int) -> list[int]:
-    out: list[int] = []
-    with contextlib.suppress(OSError):
-        for task in os.listdir(f"/proc/{pid}/task"):
-            with contextlib.suppress(OSError):
-                text = Path(f"/proc/{pid}/task/{task}/children").read_text()
-                out += [int(p) for p in text.split()]
-    return out
-
-
-def worker_pids(pid: int) -> list[int]:
-    """The gateway's ``--workers`` children, or ``pid`` itself when it has none."""
-    return _children(pid) or [pid]
-
-
-def process_tree(pid: int) -> list[int]:
-    """``pid`` and all its descendants (e.g. the gateway's ``--workers`` children)."""
-    seen: list[int] = []
-    todo = [pid]
-    while todo:
-        p = todo.pop()
-        if p in seen:
-            continue
-        seen.append(p)
-        todo += _children(p)
-    return seen
 
 
 def _status_kb(pid: int, key: str) -> int:

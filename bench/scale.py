@@ -29,13 +29,13 @@ import dns.rcode
 from harness.consul import ConsulAgent, consul_binary
 from harness.gateway import ConsulGateway, scrape_metrics
 from harness.knot import KnotUpstream
-from harness.process import sigterm_as_interrupt
+from harness.process import process_tree, sigterm_as_interrupt
 
 from . import dnsperf
 from .catalog import make_catalog, register, service_name, wait_registered
 from .environment import log as _log
 from .environment import machine, versions
-from .measuring import LogSummary, peak_rss_kb, process_tree, rss_kb
+from .measuring import LogSummary, peak_rss_kb, rss_kb
 from .reporting import RESULTS_DIR
 from .servers import bench_gateway
 

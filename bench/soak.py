@@ -32,12 +32,12 @@ from typing import Any
 from harness.consul import ConsulAgent, ConsulAPIError
 from harness.gateway import ConsulGateway
 from harness.knot import KnotUpstream
-from harness.process import ServerStartError, sigterm_as_interrupt
+from harness.process import ServerStartError, process_tree, sigterm_as_interrupt
 from harness.zone import SHORT, ZONE
 
 from . import dnsperf
 from .environment import log, machine
-from .measuring import LogSummary, process_tree, rss_kb
+from .measuring import LogSummary, rss_kb
 from .workloads import cached_name, zone_records
 
 DEFAULT_MINUTES = 10.0

@@ -70,14 +70,26 @@ def read_zones(config: Config) -> dict[dns.name.Name, zones.Zone]:
     return zones.load_zones(config.zones, allow_include=config.zone_include)
 
 
-def build_source(config: Config, static: Snapshot | None) -> CatalogSource:
-    """Static files alone, or Consul layered over them (``static``: the ``--catalog`` files)."""
+def build_source(
+    config: Config, static: Snapshot | None, watcher: socket.socket | None = None
+) -> CatalogSource:
+    """The catalog: static files, Consul layered over them (``static``: the ``--catalog``
+    files), or (``watcher``) the shared watcher's view (``--workers`` with Consul)."""
+    if watcher is not None:
+        from gateway.consul.shared import SharedSource
+
+        return SharedSource(watcher)
     if config.consul is None:
         return StaticSource(static or _empty_catalog(config))
     from gateway.consul.source import ConsulSource  # only needed (and imported) with Consul
 
     source: CatalogSource = ConsulSource(config, static=static)
     return source
+
+
+def _reads_catalog(config: Config, watcher: socket.socket | None) -> bool:
+    """Whether this process reads ``--catalog``: not a worker the shared watcher feeds."""
+    return config.catalog is not None and watcher is None
 
 
 def _empty_catalog(config: Config) -> Snapshot:
@@ -187,16 +199,18 @@ async def serve(
     sources: ConfigSources | None = None,
     sockets: Sequence[socket.socket] = (),
     notifier: Notifier | None = None,
+    watcher: socket.socket | None = None,
 ) -> None:
     """Runs until SIGTERM/SIGINT (or cancellation).
 
     ``sources``: how ``config`` was made, read again on SIGHUP (None:
-    ``config`` stays as it is and SIGHUP reads its files again). ``sockets``: passed by systemd,
-    served instead of binding ``--listen``.
+    ``config`` stays as it is and SIGHUP reads its files again).
+    ``sockets``: passed by systemd, served instead of binding ``--listen``.
+    ``watcher``: connects to the process that watches Consul for every worker.
     """
     metrics = Metrics()
-    files = read_files(config, with_catalog=config.catalog is not None)
-    source = build_source(config, files.catalog)
+    files = read_files(config, with_catalog=_reads_catalog(config, watcher))
+    source = build_source(config, files.catalog, watcher)
     answering = build_answering(config, source, files.zone_set, metrics, log_it=worker == 0)
     tcp = TcpServer(answering.resolver, answering.tcp_limits, gate=answering.gate)
     metrics.gauge("tcp_connections", lambda: tcp.connections)
@@ -429,22 +443,15 @@ class Server:
     async def _first_view(self) -> None:
         """With Consul: until its first view is in, or the first-query timeout passed."""
         config = self.config
-        if config.consul is None:
-            return
-        from gateway.consul.source import ConsulSource  # imported only with Consul
-
-        source = self.source
-        assert isinstance(source, ConsulSource)
-        if source.reachable:
+        if config.consul is None or self._view_loaded():
             return
         loaded = asyncio.Event()
 
         def check() -> None:
-            # Reachable: the datacenters and the local service and node lists are in.
-            if source.reachable:
+            if self._view_loaded():
                 loaded.set()
 
-        source.on_change(check)
+        self.source.on_change(check)
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(config.consul_first_query_timeout):
                 await loaded.wait()
@@ -453,6 +460,15 @@ class Server:
                 "no Consul view after %g s: ready anyway (Consul names SERVFAIL until it comes)",
                 config.consul_first_query_timeout,
             )
+
+    def _view_loaded(self) -> bool:
+        from gateway.consul.source import ConsulSource  # imported only with Consul
+
+        if isinstance(self.source, ConsulSource):
+            # Reachable: the datacenters and the local service and node lists are in.
+            return self.source.reachable
+        # A worker fed by the shared watcher: its first snapshot has come.
+        return self.source.snapshot().available
 
     def _ready(self, ready: asyncio.Event | None) -> None:
         config = self.config
@@ -657,7 +673,9 @@ class Launch:
     notifier: Notifier | None = None
 
 
-def run(config: Config, worker: int = 0, launch: Launch = Launch()) -> None:
+def run(
+    config: Config, worker: int = 0, launch: Launch = Launch(), watcher: socket.socket | None = None
+) -> None:
     """Runs one process's event loop (uvloop when available)."""
     import uvloop
 
@@ -666,31 +684,85 @@ def run(config: Config, worker: int = 0, launch: Launch = Launch()) -> None:
     uvloop.run(
         serve(
             config, worker=worker, sources=launch.sources, sockets=launch.sockets,
-            notifier=notifier,
+            notifier=notifier, watcher=watcher,
         )
     )  # fmt: skip
+
+
+async def watch_for_workers(config: Config, socks: list[socket.socket]) -> None:
+    """The watcher process: one Consul source for every worker, until SIGTERM/SIGINT."""
+    from gateway.consul.shared import SourceHub
+
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    # SIGHUP reloads the workers' files; with Consul, catalog files are read at start only.
+    loop.add_signal_handler(signal.SIGHUP, lambda: None)
+    metrics = Metrics()
+    source = build_source(config, read_catalog(config) if config.catalog is not None else None)
+    if hasattr(source, "register_metrics"):
+        source.register_metrics(metrics)
+    log.info("consul watcher serving %d workers", len(socks))
+    await SourceHub(source, metrics).serve(socks, stop)
+
+
+def _fork(name: str, body: Callable[[], None]) -> int:
+    """A child process running ``body``; exits 1 when it raises."""
+    pid = os.fork()
+    if pid == 0:
+        code = 0
+        try:
+            body()
+        except BaseException:
+            log.exception("%s failed", name)
+            code = 1
+        finally:
+            os._exit(code)
+    return pid
 
 
 def run_workers(config: Config, launch: Launch = Launch()) -> int:
     """``--workers N``: N processes share the ports with SO_REUSEPORT.
 
     The kernel spreads UDP datagrams and TCP connections over them; each
-    worker keeps its own catalog view and cache (measured and documented
-    in the README). Sockets passed by systemd are shared as they are.
+    worker keeps its own cache. With Consul, one more process watches it
+    for all of them and sends each new view to every worker
+    (gateway/consul/shared.py), so Consul sees one client whatever N is.
+    Sockets passed by systemd are shared as they are.
     """
+    import uvloop
+
+    pairs = [socket.socketpair() for _ in range(config.workers)] if config.consul else []
+
+    def only(keep: list[socket.socket]) -> None:
+        """A child keeps its own ends of the socket pairs and closes the others."""
+        for pair in pairs:
+            for sock in pair:
+                if sock not in keep:
+                    sock.close()
+
     children: list[int] = []
+    if pairs:
+        # Imported before the fork, so the watcher starts at once: the
+        # workers answer Consul names SERVFAIL until its first snapshot.
+        import gateway.consul.source  # noqa: F401
+
+        def watch() -> None:
+            ends = [pair[0] for pair in pairs]
+            only(ends)
+            uvloop.run(watch_for_workers(config, ends))
+
+        children.append(_fork("consul watcher", watch))
     for worker in range(config.workers):
-        pid = os.fork()
-        if pid == 0:
-            code = 0
-            try:
-                run(config, worker, launch)
-            except BaseException:
-                log.exception("worker %d failed", worker)
-                code = 1
-            finally:
-                os._exit(code)
-        children.append(pid)
+
+        def answer(worker: int = worker) -> None:
+            own = pairs[worker][1] if pairs else None
+            only([own] if own is not None else [])
+            run(config, worker, launch, own)
+
+        children.append(_fork(f"worker {worker}", answer))
+    only([])
 
     def forward(signum: int, _frame: object) -> None:
         for child in children:

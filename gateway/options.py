@@ -506,6 +506,15 @@ class Config:
             metavar="S",
         ),
     )
+    consul_max_connections: int = field(
+        default=150,
+        metadata=declare(
+            _int_range(4, 100_000),
+            "HTTP connections to Consul at most; keep below Consul's "
+            "`limits.http_max_conns_per_client` (200)",
+            metavar="N",
+        ),
+    )
     consul_wait: float = field(
         default=60.0, metadata=declare(_float_range(1.0, 600.0), "blocking-query wait", metavar="S")
     )

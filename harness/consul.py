@@ -33,6 +33,8 @@ from harness.ports import LOOPBACK, free_ports
 from harness.process import Closing, Probe, ServerProcess, ServerStartError, wait_for
 
 __all__ = [
+    "GATEWAY_GET_PATHS",
+    "TELEMETRY_HCL",
     "ConsulAPIError",
     "ConsulAgent",
     "ConsulClient",
@@ -50,6 +52,14 @@ DEFAULT_START_TIMEOUT = 60.0
 # Per-request timeout: everything is on loopback, so anything slower is a hang (for
 # example a read forwarded to a leader that is gone), which polling loops must survive.
 HTTP_TIMEOUT = 5.0
+
+# The agent's telemetry in Prometheus form (cumulative request counts per endpoint).
+TELEMETRY_HCL = 'telemetry { prometheus_retention_time = "600s" disable_hostname = true }'
+# The gateway's GETs, as Consul's telemetry names them (the path with / as _).
+GATEWAY_GET_PATHS = ("v1_health_service_", "v1_catalog_", "v1_internal_ui_nodes", "v1_query_")
+
+# Operations per PUT /v1/txn: Consul 1.16 takes at most 128.
+TXN_BATCH = 64
 
 # Values accepted by set_check, mapped to the endpoint verb of /v1/agent/check/<verb>/<id>.
 _CHECK_VERBS = {
@@ -258,6 +268,30 @@ class ConsulClient:
         if checks:
             body["Checks"] = [dict(c) for c in checks]
         self.put("/v1/catalog/register", body)
+
+    def answered_gets(self, paths: Sequence[str]) -> int:
+        """GETs Consul has answered so far whose path starts with one of ``paths``, in
+        its telemetry's spelling (``v1_health_service_``). Needs :data:`TELEMETRY_HCL`;
+        requests still blocking are not counted yet."""
+        text = self.request("GET", "/v1/agent/metrics", params={"format": "prometheus"})
+        total = 0
+        for line in str(text).splitlines():
+            ours = any(f'path="{p}' in line for p in paths)
+            if line.startswith("consul_api_http_count{") and 'method="GET"' in line and ours:
+                total += int(float(line.rsplit(" ", 1)[1]))
+        return total
+
+    def catalog_register_services(
+        self, node: str, services: Sequence[Mapping[str, Any]], *, batch: int = TXN_BATCH
+    ) -> None:
+        """Put ``services`` (API field names) on the existing ``node``, ``batch`` per
+        transaction (``PUT /v1/txn``): 1,000 services in 16 requests."""
+        for first in range(0, len(services), batch):
+            ops = [
+                {"Service": {"Verb": "set", "Node": node, "Service": dict(service)}}
+                for service in services[first : first + batch]
+            ]
+            self.put("/v1/txn", ops)
 
     def catalog_deregister(self, node: str, *, service_id: str | None = None) -> None:
         """Remove an external node (or only one of its services)."""

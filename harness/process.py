@@ -452,3 +452,60 @@ class DnsServerProcess(ServerProcess):
                 return last
 
             yield probe
+
+
+# ---------------------------------------------------------------- process tree, sockets
+
+
+def children(pid: int) -> list[int]:
+    """The direct children of ``pid`` (e.g. the gateway's ``--workers``)."""
+    out: list[int] = []
+    with contextlib.suppress(OSError):
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with contextlib.suppress(OSError):
+                text = Path(f"/proc/{pid}/task/{task}/children").read_text()
+                out += [int(p) for p in text.split()]
+    return out
+
+
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and all its descendants (e.g. the gateway's ``--workers`` children)."""
+    seen: list[int] = []
+    todo = [pid]
+    while todo:
+        p = todo.pop()
+        if p in seen:
+            continue
+        seen.append(p)
+        todo += children(p)
+    return seen
+
+
+# /proc/net/tcp's state column: 01 is ESTABLISHED.
+_TCP_ESTABLISHED = "01"
+
+
+def tcp_connections_to(port: int, pids: Sequence[int]) -> dict[int, int]:
+    """Established TCP connections to remote ``port`` that each of ``pids`` holds.
+
+    Read from /proc (the sockets' inodes in /proc/net/tcp{,6} matched to each
+    process's descriptors), as Consul would count them per client.
+    """
+    inodes: set[str] = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError):
+            for line in Path(table).read_text().splitlines()[1:]:
+                fields = line.split()
+                remote_port = int(fields[2].rsplit(":", 1)[1], 16)
+                if remote_port == port and fields[3] == _TCP_ESTABLISHED:
+                    inodes.add(fields[9])
+    counts: dict[int, int] = {}
+    for pid in pids:
+        held = 0
+        with contextlib.suppress(OSError):
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                with contextlib.suppress(OSError):
+                    target = os.readlink(f"/proc/{pid}/fd/{fd}")
+                    held += target.startswith("socket:[") and target[8:-1] in inodes
+        counts[pid] = held
+    return counts

@@ -3,8 +3,12 @@
 # dig (bind9-dnsutils), Knot (the upstream authoritative server), dnsmasq
 # (a peer in the benchmark), dnsperf, prlimit (util-linux: a gateway under a low
 # descriptor limit), ip (iproute2: the network namespaces of the
-# access-control tests) and systemd-analyze (systemd: checks the unit files in
-# deploy/; no running systemd is needed). Only what is missing, only with apt-get.
+# access-control tests), systemd-analyze (systemd: checks the unit files in
+# deploy/; no running systemd is needed), and for the container lab (deploy/lab/):
+# podman with runc (crun, podman's default, cannot start containers here: see
+# deploy/lab/containers.conf), debootstrap for the locally built base image, nsenter
+# (util-linux) to run podman in the lab's own network namespace. Only what is
+# missing, only with apt-get.
 set -euo pipefail
 need=()
 command -v dig     >/dev/null 2>&1 || need+=(bind9-dnsutils)
@@ -15,6 +19,10 @@ command -v getent  >/dev/null 2>&1 || need+=(libc-bin)
 command -v prlimit >/dev/null 2>&1 || need+=(util-linux)
 PATH="$PATH:/usr/sbin:/sbin" command -v ip >/dev/null 2>&1 || need+=(iproute2)
 command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
+command -v podman  >/dev/null 2>&1 || need+=(podman)
+command -v runc    >/dev/null 2>&1 || need+=(runc)
+command -v nsenter >/dev/null 2>&1 || need+=(util-linux)
+PATH="$PATH:/usr/sbin:/sbin" command -v debootstrap >/dev/null 2>&1 || need+=(debootstrap)
 [ ${#need[@]} -eq 0 ] && exit 0
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"

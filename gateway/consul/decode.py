@@ -82,12 +82,17 @@ def instance_from_entry(entry: Mapping[str, Any], datacenter: str) -> Instance:
     node_obj, service = entry.get("Node"), entry.get("Service")
     if not isinstance(node_obj, Mapping) or not isinstance(service, Mapping):
         raise BadResponse(f"health entry without Node or Service: {entry!r:.200}")
-    name = service.get("Service")
-    if not isinstance(name, str) or not name:
-        raise BadResponse(f"service without a name: {service!r:.200}")
     checks = entry.get("Checks") or []
     if not isinstance(checks, list):
         raise BadResponse("Checks is not a list")
+    return instance_on_node(node_from_json(node_obj, datacenter), service, checks)
+
+
+def instance_on_node(node: Node, service: Mapping[str, Any], checks: list[Any]) -> Instance:
+    """A ``Service`` object on ``node`` with the checks that decide its status."""
+    name = service.get("Service")
+    if not isinstance(name, str) or not name:
+        raise BadResponse(f"service without a name: {service!r:.200}")
     weights = service.get("Weights") or {}
     if not isinstance(weights, Mapping):
         raise BadResponse("Weights is not an object")
@@ -97,7 +102,7 @@ def instance_from_entry(entry: Mapping[str, Any], datacenter: str) -> Instance:
     return Instance(
         service=name,
         service_id=_str(service.get("ID")) or name,
-        node=node_from_json(node_obj, datacenter),
+        node=node,
         # Empty means "the node's address": Instance.effective_address.
         address=_str(service.get("Address")),
         port=_int(service.get("Port"), 0),
@@ -114,6 +119,39 @@ def instances_from_health(body: Any, datacenter: str) -> tuple[Instance, ...]:
     if not isinstance(body, list):
         raise BadResponse("health answer is not a list")
     return tuple(instance_from_entry(e, datacenter) for e in body if isinstance(e, Mapping))
+
+
+def services_from_dump(body: Any, datacenter: str) -> dict[str, tuple[Instance, ...]]:
+    """The body of /v1/internal/ui/nodes: every service's instances, by lower-case name.
+
+    The dump lists each node with its services and all its checks. An
+    instance's checks are the node's own (no ``ServiceID``: serfHealth,
+    node maintenance) and those bound to its service ID, which is what
+    /v1/health/service/<name> puts in each entry, so both reads give the
+    same instances.
+    """
+    if not isinstance(body, list):
+        raise BadResponse("node dump is not a list")
+    found: dict[str, list[Instance]] = {}
+    for info in body:
+        if not isinstance(info, Mapping):
+            continue
+        services, checks = info.get("Services") or [], info.get("Checks") or []
+        if not isinstance(services, list) or not isinstance(checks, list):
+            raise BadResponse(f"node dump entry without lists: {info!r:.200}")
+        node = node_from_json(info, datacenter)
+        node_checks: list[Any] = []
+        service_checks: dict[str, list[Any]] = {}
+        for check in checks:
+            if isinstance(check, Mapping):
+                owner = _str(check.get("ServiceID"))
+                (service_checks.setdefault(owner, []) if owner else node_checks).append(check)
+        for service in services:
+            if isinstance(service, Mapping):
+                own = service_checks.get(_str(service.get("ID")), [])
+                instance = instance_on_node(node, service, node_checks + own)
+                found.setdefault(instance.service.lower(), []).append(instance)
+    return {name: tuple(instances) for name, instances in found.items()}
 
 
 def nodes_from_catalog(body: Any, datacenter: str) -> dict[str, Node]:

@@ -22,9 +22,6 @@ from gateway.errors import StartupError
 from gateway.options import Config
 
 DEFAULT_PORTS = {"http": 8500, "https": 8501}
-# Below Consul's default limits { http_max_conns_per_client = 200 }, leaving
-# room for other Consul clients on this host.
-MAX_CONNECTIONS = 150
 NO_PATH_TO_DC = "No path to datacenter"
 
 
@@ -171,8 +168,11 @@ class _ConsulHTTPClient(consul.aio.HTTPClient):  # type: ignore[misc]
 class _PyConsul(consul.aio.Consul):  # type: ignore[misc]
     """``consul.aio.Consul`` whose ``http_connect`` makes a :class:`_ConsulHTTPClient`."""
 
-    def __init__(self, address: ConsulAddress, *, tls: ssl.SSLContext | None) -> None:
+    def __init__(
+        self, address: ConsulAddress, *, tls: ssl.SSLContext | None, max_connections: int
+    ) -> None:
         self._tls = tls
+        self._max_connections = max_connections
         super().__init__(host=address.host, port=address.port, scheme=address.scheme)
         # py-consul prefers $CONSUL_HTTP_TOKEN over an explicit token; we
         # send our own header (config: flag > file > environment) instead.
@@ -181,7 +181,7 @@ class _PyConsul(consul.aio.Consul):  # type: ignore[misc]
     def http_connect(
         self, host: str, port: int, scheme: str, verify: bool | str = True, cert: Any = None
     ) -> _ConsulHTTPClient:
-        return _ConsulHTTPClient(host, port, scheme, tls=self._tls, limit=MAX_CONNECTIONS)
+        return _ConsulHTTPClient(host, port, scheme, tls=self._tls, limit=self._max_connections)
 
 
 class AioConsulHTTP:
@@ -195,9 +195,18 @@ class AioConsulHTTP:
     """
 
     def __init__(
-        self, address: ConsulAddress, *, token: str | None, tls: ssl.SSLContext | None
+        self,
+        address: ConsulAddress,
+        *,
+        token: str | None,
+        tls: ssl.SSLContext | None,
+        max_connections: int,
     ) -> None:
+        """``max_connections`` bounds the pool (``consul_max_connections``): Consul
+        refuses connections beyond ``limits.http_max_conns_per_client`` per client
+        address."""
         self._address = address
+        self._max_connections = max_connections
         self._headers = request_headers(token)
         self._tls = tls
         self._client: _PyConsul | None = None
@@ -208,7 +217,9 @@ class AioConsulHTTP:
     def _http(self) -> Any:
         # Built on first use: aiohttp wants a running event loop.
         if self._client is None:
-            self._client = _PyConsul(self._address, tls=self._tls)
+            self._client = _PyConsul(
+                self._address, tls=self._tls, max_connections=self._max_connections
+            )
         return self._client.http
 
     async def get(self, path: str, params: list[tuple[str, str]], timeout_s: float) -> HTTPResult:

@@ -72,6 +72,8 @@ class Reader:
         self._denied_logged = False
         self._filtered_logged = False
         self.requests = 0
+        self.inflight = 0  # requests awaiting their answer now
+        self.inflight_peak = 0
         self.errors = 0
         self.stale_retries = 0
 
@@ -107,6 +109,8 @@ class Reader:
         timeout_s = self._request_timeout_s if timeout_s is None else timeout_s
         query = list(params)
         self.requests += 1
+        self.inflight += 1
+        self.inflight_peak = max(self.inflight_peak, self.inflight)
         try:
             result = await self._http.get(path, query, timeout_s)
         except ConsulTransportError as exc:
@@ -114,6 +118,8 @@ class Reader:
             if local:
                 self._liveness.mark_down(str(exc))
             raise
+        finally:
+            self.inflight -= 1
         log.debug(
             "GET %s %s: %d, index %s, %d bytes",
             path,

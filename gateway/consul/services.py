@@ -11,6 +11,13 @@ a first query or a lookup on the resolver's slow path, reported through
 prepared answers all that time is dropped and fetched again on its next
 query (one round trip), because dropping it swaps the snapshot and so
 clears those prepared answers.
+
+How a watch reads: its own blocking read of ``/v1/health/service/<name>``
+while the service watches fit in the blocking-read slots; once they
+outnumber them, one node-dump read per datacenter serves them all
+(:mod:`gateway.consul.dumps` says why), until they fall back to three
+quarters of the slots (a margin so that a count hovering at the limit does
+not switch back and forth).
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ from gateway.catalog.model import Instance
 from gateway.catalog.source import CatalogUnavailable
 from gateway.consul.clock import Clock, sleep
 from gateway.consul.decode import instances_from_health
+from gateway.consul.dumps import ByName, NodeDumps
 from gateway.consul.slots import Slots
 from gateway.consul.snapshot import Key
 from gateway.consul.watch import Watcher
@@ -32,6 +40,8 @@ log = logging.getLogger(__name__)
 
 # The idle sweep runs every quarter of consul_idle_unwatch, at most this far apart.
 IDLE_SWEEP_MAX_S = 30.0
+# Node dumps serve the watches until they fall to this share of the slots.
+DUMPS_LEAVE_SHARE = 0.75
 
 
 @dataclass(eq=False)
@@ -42,7 +52,7 @@ class ServiceWatch:
     instances: tuple[Instance, ...] | None = None  # None until Consul has answered
     last_error: str | None = None
     waiters: list[asyncio.Future[None]] = field(default_factory=list)
-    task: asyncio.Task[None] | None = None
+    task: asyncio.Task[None] | None = None  # its own read; None while a node dump serves it
 
 
 class Services:
@@ -73,6 +83,13 @@ class Services:
         self._idle_unwatch_s = idle_unwatch_s
         self._idle_sweep_s = min(idle_unwatch_s / 4, idle_sweep_max_s)
         self._watches: dict[Key, ServiceWatch] = {}
+        self._dumps = NodeDumps(
+            watcher,
+            on_data=self._dumped,
+            on_unknown_dc=lambda dc: self._each_dumped(dc, lambda w: self._set_instances(w, ())),
+            on_error=lambda dc, reason: self._each_dumped(dc, lambda w: self._failed(w, reason)),
+        )
+        self._dumping = False  # node dumps serve every watch
         self.first_fetches = 0
 
     def __len__(self) -> int:
@@ -81,6 +98,11 @@ class Services:
     def loaded(self) -> int:
         """Watches whose first read has arrived."""
         return sum(1 for w in self._watches.values() if w.instances is not None)
+
+    @property
+    def dumping(self) -> bool:
+        """Whether node dumps serve the watches (a metric)."""
+        return self._dumping
 
     def entries(self) -> dict[Key, tuple[Instance, ...]]:
         return {k: w.instances for k, w in self._watches.items() if w.instances is not None}
@@ -114,8 +136,17 @@ class Services:
             return watch
         watch = ServiceWatch(key, eager, self._clock.now())
         self._watches[key] = watch
-        self._slots.set_watches(len(self._watches))
-        watch.task = self._watcher.start(
+        if self._dumping:
+            self._from_dump(watch)
+        else:
+            watch.task = self._read(watch)
+        self._choose_reads()
+        return watch
+
+    def _read(self, watch: ServiceWatch) -> asyncio.Task[None]:
+        """The watch's own blocking reads."""
+        dc, name = watch.key
+        return self._watcher.start(
             f"/v1/health/service/{name}",
             dc,
             on_data=lambda body: self._set_instances(watch, instances_from_health(body, dc)),
@@ -124,7 +155,48 @@ class Services:
             slotted=True,
             label=f"service {name}.{dc}",
         )
-        return watch
+
+    def _from_dump(self, watch: ServiceWatch) -> None:
+        """The watch is served by its datacenter's node dump (the last one, if in)."""
+        dc, name = watch.key
+        self._dumps.ensure(dc)
+        latest = self._dumps.latest(dc)
+        if latest is not None:
+            self._set_instances(watch, latest.get(name, ()))
+
+    def _choose_reads(self) -> None:
+        """Own reads within the slots, node dumps beyond (module doc)."""
+        count = len(self._watches)
+        if not self._dumping and count > self._slots.capacity:
+            log.info(
+                "%d service watches outnumber the %d blocking-read slots: "
+                "reading node dumps (see --consul-max-connections)",
+                count,
+                self._slots.capacity,
+            )
+            self._dumping = True
+            for watch in self._watches.values():
+                if watch.task is not None:
+                    watch.task.cancel()
+                    watch.task = None
+                self._from_dump(watch)
+        elif self._dumping and count <= self._slots.capacity * DUMPS_LEAVE_SHARE:
+            log.info("%d service watches: reading each service again", count)
+            self._dumping = False
+            self._dumps.stop_all()
+            for watch in self._watches.values():
+                watch.task = self._read(watch)
+        self._slots.set_watches(0 if self._dumping else count)
+
+    def _dumped(self, dc: str, services: ByName) -> None:
+        self._each_dumped(
+            dc, lambda watch: self._set_instances(watch, services.get(watch.key[1], ()))
+        )
+
+    def _each_dumped(self, dc: str, apply: Callable[[ServiceWatch], None]) -> None:
+        for watch in list(self._watches.values()):
+            if watch.key[0] == dc and watch.task is None:
+                apply(watch)
 
     def listed(self, dc: str, names: frozenset[str]) -> None:
         """``dc``'s service list changed."""
@@ -169,9 +241,11 @@ class Services:
 
     def _stop(self, key: Key) -> None:
         watch = self._watches.pop(key)
-        self._slots.set_watches(len(self._watches))
         if watch.task is not None:
             watch.task.cancel()
+        elif not any(k[0] == key[0] for k in self._watches):
+            self._dumps.stop(key[0])  # its datacenter's last watch
+        self._choose_reads()
         self._changed()
         if watch.waiters:
             # Only a service that left Consul's lists is stopped while a first

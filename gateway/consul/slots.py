@@ -1,13 +1,14 @@
 """Sharing the connections that blocking reads hold.
 
 Each blocking read holds a pooled connection for up to ``consul_wait``.
-Their number is capped below the pool size
-(:data:`gateway.consul.http.MAX_CONNECTIONS`) so that first reads (a DNS
-query is waiting) and prepared queries always find a connection. With more
-service watches than slots, watches queue for one and block at most
-``shared_wait_s``, so the slots go round: a change then shows within about
-watches / slots x 5 s instead of at once (the price of HTTP/1.1 long polls;
-see the README on scale).
+Their number is capped below the pool size (``consul_max_connections``,
+:func:`blocking_slots`) so that first reads (a DNS query is waiting) and
+prepared queries always find a connection. With more watches than slots,
+watches queue for one and block at most ``shared_wait_s``, so the slots go
+round: a change then shows within about watches / slots x 5 s instead of at
+once (the price of HTTP/1.1 long polls). Service watches do not get there:
+beyond the slots they are served by one read per datacenter
+(:mod:`gateway.consul.dumps`); see the README on scale.
 """
 
 from __future__ import annotations
@@ -18,6 +19,15 @@ from typing import Any, TypeVar
 
 MAX_BLOCKING_READS = 120
 SHARED_SLOT_WAIT_S = 5.0
+# The share of the connection pool that blocking reads may hold; the rest
+# is for first reads, prepared queries and the per-datacenter list watches.
+BLOCKING_SHARE = 0.8
+
+
+def blocking_slots(max_connections: int) -> int:
+    """Slots for blocking reads in a pool of ``max_connections`` (120 of 150)."""
+    return max(1, int(max_connections * BLOCKING_SHARE))
+
 
 T = TypeVar("T")
 
@@ -38,6 +48,11 @@ class Slots:
         self._watches = 0
         self._long_reads: set[asyncio.Task[Any]] = set()
         self.waiting = 0  # watches queued for a slot (a metric)
+
+    @property
+    def capacity(self) -> int:
+        """How many blocking reads may run at once."""
+        return self._max_reads
 
     @property
     def shared(self) -> bool:

@@ -80,6 +80,19 @@ class ServiceView(Mapping[Key, tuple[Instance, ...]]):
     def __iter__(self) -> Iterator[Key]:
         return iter(self._entries)
 
+    # The parts it is built from (gateway.consul.shared sends their changes).
+    @property
+    def entries(self) -> Mapping[Key, tuple[Instance, ...]]:
+        return self._entries
+
+    @property
+    def names(self) -> Mapping[str, frozenset[str]]:
+        return self._names
+
+    @property
+    def datacenters(self) -> frozenset[str] | None:
+        return self._datacenters
+
     # The plain dict's views: the reverse index walks every entry.
     def items(self) -> ItemsView[Key, tuple[Instance, ...]]:
         return self._entries.items()

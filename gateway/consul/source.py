@@ -55,7 +55,8 @@ log = logging.getLogger(__name__)
 class Tuning:
     """Limits and periods that are not options; tests shrink them."""
 
-    max_blocking_reads: int = slots.MAX_BLOCKING_READS
+    # None: from consul_max_connections (slots.blocking_slots).
+    max_blocking_reads: int | None = None
     shared_slot_wait_s: float = slots.SHARED_SLOT_WAIT_S
     request_timeout_s: float = reader.REQUEST_TIMEOUT_S
     blocking_margin_s: float = reader.BLOCKING_MARGIN_S
@@ -87,7 +88,10 @@ class ConsulSource:
             http
             if http is not None
             else AioConsulHTTP(
-                self._address, token=config.consul_token, tls=tls_context(config, self._address)
+                self._address,
+                token=config.consul_token,
+                tls=tls_context(config, self._address),
+                max_connections=config.consul_max_connections,
             )
         )
         self._static = static
@@ -111,9 +115,10 @@ class ConsulSource:
             request_timeout_s=tuning.request_timeout_s,
             blocking_margin_s=tuning.blocking_margin_s,
         )
-        self._slots = Slots(
-            max_reads=tuning.max_blocking_reads, shared_wait_s=tuning.shared_slot_wait_s
-        )
+        max_reads = tuning.max_blocking_reads
+        if max_reads is None:
+            max_reads = slots.blocking_slots(config.consul_max_connections)
+        self._slots = Slots(max_reads=max_reads, shared_wait_s=tuning.shared_slot_wait_s)
         watcher = Watcher(
             self._reader,
             self._slots,
@@ -231,6 +236,9 @@ class ConsulSource:
     def _counters(self) -> dict[str, Callable[[], int]]:
         return {
             "http_requests": lambda: self._reader.requests,
+            # The most requests in flight at once so far: bounded by the
+            # slots, the datacenters and first queries, not by the services.
+            "http_inflight_peak": lambda: self._reader.inflight_peak,
             "http_errors": lambda: self._reader.errors,
             "stale_retries": lambda: self._reader.stale_retries,
             "view_swaps": lambda: self._publisher.swaps,
@@ -252,6 +260,9 @@ class ConsulSource:
         metrics.gauge("consul_cached_queries", lambda: len(self._queries))
         # Watches queued for a blocking-read slot (see gateway.consul.slots).
         metrics.gauge("consul_watches_waiting_for_slot", lambda: self._slots.waiting)
+        metrics.gauge("consul_http_inflight", lambda: self._reader.inflight)
+        # 1 while node dumps serve the service watches (gateway.consul.dumps).
+        metrics.gauge("consul_node_dumps", lambda: 1.0 if self._services.dumping else 0.0)
 
     # -- wiring ---------------------------------------------------------------
 

@@ -67,6 +67,9 @@ def restart_only(config: Config) -> tuple[str, ...]:
     if config.consul is None:
         # Without Consul, a new --consul would need the client: a restart too.
         return (*RESTART_ALWAYS, "consul")
+    if config.workers > 1:
+        # The shared watcher process layers the catalog files under Consul's view.
+        return (*RESTART_ALWAYS, *RESTART_WITH_CONSUL, "catalog")
     return RESTART_ALWAYS + RESTART_WITH_CONSUL
 
 

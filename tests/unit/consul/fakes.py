@@ -101,6 +101,22 @@ def health_entry(service: str, address: str, status: str = PASSING) -> dict[str,
     }
 
 
+def dump_node(
+    node: str, address: str, services: list[tuple[str, str]], status: str = PASSING
+) -> dict[str, Any]:
+    """One node of /v1/internal/ui/nodes: its services (name, address), each with a
+    check of ``status``, plus the node's serfHealth."""
+    checks: list[dict[str, Any]] = [{"CheckID": "serfHealth", "ServiceID": "", "Status": PASSING}]
+    entries = []
+    for name, service_address in services:
+        service_id = f"{name}-{service_address}"
+        entries.append({"ID": service_id, "Service": name, "Address": service_address, "Port": 80})
+        checks.append(
+            {"CheckID": f"service:{service_id}", "ServiceID": service_id, "Status": status}
+        )
+    return {"Node": node, "Address": address, "Services": entries, "Checks": checks}
+
+
 class FakeConsul:
     """Consul's HTTP API as a dict of bodies; blocking reads wait for ``change()``."""
 

@@ -26,6 +26,7 @@ from gateway.consul.decode import (
     parse_duration,
     prepared_result,
     service_names,
+    services_from_dump,
 )
 from gateway.consul.http import HTTPResult
 
@@ -188,3 +189,38 @@ def test_json_body() -> None:
     assert json_body(HTTPResult(200, '{"web": []}')) == {"web": []}
     with pytest.raises(BadResponse, match="not JSON"):
         json_body(HTTPResult(200, "<html>"))
+
+
+def test_node_dump_gives_each_service_the_node_checks_and_its_own() -> None:
+    body = [
+        {
+            "Node": "n1",
+            "Address": "10.0.0.1",
+            "Services": [
+                {"ID": "web-1", "Service": "Web", "Port": 80, "Weights": {"Passing": 5}},
+                {"ID": "db-1", "Service": "db", "Port": 5432},
+                {"ID": "bare", "Service": "bare", "Port": 1},  # registered without checks
+            ],
+            "Checks": [
+                {"CheckID": "serfHealth", "ServiceID": "", "Status": WARNING},
+                {"CheckID": "service:web-1", "ServiceID": "web-1", "Status": PASSING},
+                {"CheckID": "service:db-1", "ServiceID": "db-1", "Status": CRITICAL},
+            ],
+        },
+        {"Node": "n2", "Address": "10.0.0.2", "Services": [], "Checks": []},
+        {"Node": "n3", "Address": "10.0.0.3", "Services": [{"ID": "web-3", "Service": "web"}]},
+    ]
+    found = services_from_dump(body, "dc1")
+    assert sorted(found) == ["bare", "db", "web"]
+    web1, web3 = found["web"]
+    assert (web1.node.name, web1.status, web1.weight_passing) == ("n1", WARNING, 5)
+    assert (web3.node.name, web3.status, web3.effective_address) == ("n3", PASSING, "10.0.0.3")
+    assert found["db"][0].status == CRITICAL
+    assert found["bare"][0].status == WARNING  # only the node's check
+    assert web1.node == Node("n1", "10.0.0.1", "dc1")
+
+
+@pytest.mark.parametrize("body", [{}, [{"Node": "n1", "Services": {"a": 1}}], [{"Services": []}]])
+def test_malformed_node_dumps_are_rejected(body: Any) -> None:
+    with pytest.raises(BadResponse):
+        services_from_dump(body, "dc1")

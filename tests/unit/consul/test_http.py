@@ -60,7 +60,7 @@ def test_token_goes_into_the_header_and_nowhere_else(caplog: pytest.LogCaptureFi
 
     async def main() -> None:
         address = ConsulAddress("http", "127.0.0.1", 8500)
-        http = AioConsulHTTP(address, token=TOKEN, tls=None)
+        http = AioConsulHTTP(address, token=TOKEN, tls=None, max_connections=150)
         fake = _CapturingHTTP()
         http._http = lambda: fake  # type: ignore[method-assign]
         result = await http.get("/v1/catalog/nodes", [("stale", "")], 1.0)
@@ -86,7 +86,9 @@ def test_token_goes_into_the_header_and_nowhere_else(caplog: pytest.LogCaptureFi
 
 def test_transport_errors_become_consul_transport_error() -> None:
     async def main() -> None:
-        http = AioConsulHTTP(ConsulAddress("http", "127.0.0.1", 8500), token=None, tls=None)
+        http = AioConsulHTTP(
+            ConsulAddress("http", "127.0.0.1", 8500), token=None, tls=None, max_connections=150
+        )
         http._http = lambda: _CapturingHTTP(TimeoutError())  # type: ignore[method-assign]
         with pytest.raises(ConsulTransportError, match="TimeoutError"):
             await http.get("/v1/catalog/nodes", [], 1.0)

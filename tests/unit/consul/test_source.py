@@ -19,6 +19,7 @@ from tests.unit.consul.fakes import (
     FakeClock,
     FakeConsul,
     config,
+    dump_node,
     health_entry,
     run,
     settle,
@@ -187,34 +188,79 @@ def test_first_query_racing_a_deregistration_gets_the_list_answer() -> None:
     run(test)
 
 
-def test_blocking_reads_beyond_the_slots_queue_and_first_reads_do_not() -> None:
+def test_watches_beyond_the_slots_are_served_by_one_node_dump_per_datacenter() -> None:
     names = [f"svc{i}" for i in range(5)]
+    dump = "/v1/internal/ui/nodes"
 
     async def test(source: ConsulSource, fake: FakeConsul, clock: FakeClock) -> None:
+        metrics = Metrics()
+        source.register_metrics(metrics)
         for name in names:
             fake.bodies[f"/v1/health/service/{name}"] = [health_entry(name, "10.0.3.1")]
+        fake.bodies[dump] = [dump_node("n1", "10.0.0.1", [(n, "10.0.3.1") for n in names])]
         fake.change("/v1/catalog/services", {name: [] for name in names})
         await settle()
-        # Every first read answers although the blocking slots are all taken.
+        # Two watches fit the two slots; the third makes the node dump serve them all.
+        for name in names:
+            await asyncio.wait_for(source.fetch_service("dc1", name), 1.0)
+        await settle()
+        assert metrics.snapshot()["consul_node_dumps"] == 1
+        assert metrics.snapshot()["consul_watches_waiting_for_slot"] == 0
+        read = {p.rsplit("/", 1)[1] for p, _ in fake.calls if p.startswith("/v1/health/service/")}
+        assert read == {"svc0", "svc1"}  # svc2-4 came from the dump
+        assert [q for q in fake.requests(dump) if "index" in q]  # one blocking read
+        # A change anywhere in the datacenter shows through the dump: a new address,
+        # a registration without checks, a failing check.
+        calls = len(fake.calls)
+        changed = [(n, "10.0.3.1") for n in names[:3]] + [("svc3", "10.0.3.2")]
+        fake.change(
+            dump,
+            [
+                dump_node("n1", "10.0.0.1", changed),
+                dump_node("n2", "10.0.0.2", [("svc4", "10.0.4.1")], status="critical"),
+                {"Node": "n3", "Address": "10.0.0.3", "Services": [{"Service": "svc0"}]},
+            ],
+        )
+        await settle()
+        view = source.snapshot().services
+        assert [i.address for i in view[("dc1", "svc3")]] == ["10.0.3.2"]
+        assert [i.status for i in view[("dc1", "svc4")]] == ["critical"]
+        assert sorted(i.effective_address for i in view[("dc1", "svc0")]) == [
+            "10.0.0.3",
+            "10.0.3.1",
+        ]
+        # One request for the change (the fake's one index also wakes the list watches).
+        after = [p for p, _ in fake.calls[calls:] if not p.startswith("/v1/catalog/")]
+        assert after == [dump]
+        # Back within the slots (a margin below them), each service reads on its own.
+        fake.change("/v1/catalog/services", {"svc0": []})
+        await settle()
+        assert metrics.snapshot()["consul_node_dumps"] == 0
+        assert [q for q in fake.requests("/v1/health/service/svc0") if "index" in q]
+        fake.change("/v1/health/service/svc0", [health_entry("svc0", "10.0.3.9")])
+        await settle()
+        (instance,) = source.snapshot().services[("dc1", "svc0")]
+        assert instance.address == "10.0.3.9"
+
+    run(test, tuning=Tuning(max_blocking_reads=2))
+
+
+def test_blocking_slots_come_from_the_connection_limit() -> None:
+    async def test(source: ConsulSource, fake: FakeConsul, clock: FakeClock) -> None:
+        names = [f"svc{i}" for i in range(4)]
+        fake.change("/v1/catalog/services", {name: [] for name in names})
+        await settle()
         for name in names:
             await asyncio.wait_for(source.fetch_service("dc1", name), 1.0)
         await settle()
         metrics = Metrics()
         source.register_metrics(metrics)
-        assert metrics.snapshot()["consul_watches_waiting_for_slot"] == 3
-        reads = [q for p, q in fake.calls if p.startswith("/v1/health/") and "index" in q]
-        # Two full-length reads began while there were no more watches than slots; the
-        # third watch cut them short, and from then on reads block 5 s so slots go round.
-        assert [q["wait"] for q in reads] == ["60000ms", "60000ms", "5000ms", "5000ms"]
-        # The list watches never wait for a slot.
-        assert any("index" in q for q in fake.requests("/v1/catalog/nodes"))
-        # A change to a queued watch's service shows once it gets a slot.
-        fake.change("/v1/health/service/svc4", [health_entry("svc4", "10.0.3.2")])
-        await settle()
-        (instance,) = source.snapshot().services[("dc1", "svc4")]
-        assert instance.address == "10.0.3.2"
+        # 5 connections leave 4 slots (a fifth stays free): 4 watches read on their own.
+        assert metrics.snapshot()["consul_node_dumps"] == 0
+        await asyncio.wait_for(source.fetch_service("dc1", "web"), 1.0)
+        assert metrics.snapshot()["consul_node_dumps"] == 1
 
-    run(test, tuning=Tuning(max_blocking_reads=2))
+    run(test, consul_max_connections=5)
 
 
 def test_idle_services_are_unwatched_unless_looked_up() -> None:
