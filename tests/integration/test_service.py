@@ -217,6 +217,16 @@ def test_ready_comes_once_the_first_consul_view_is_in() -> None:
             assert query(gw.host, gw.port, "dev1.node.consul", "A").rcode() == dns.rcode.NOERROR
 
 
+def test_ready_with_workers_comes_once_the_shared_view_is_in() -> None:
+    with ConsulAgent() as agent, NotifyListener() as notify:
+        # A first-query timeout far beyond the wait: READY can only come from the view.
+        args = ("--workers", "2", "--consul-first-query-timeout", "30")
+        with ConsulGateway(agent.http_addr, "127.0.0.1:9", *args, env=notify.env) as gw:
+            notify.wait_for("READY=1", timeout=20)  # worker 0, fed by the watcher process
+            assert "no Consul view after" not in gw.log_text()
+            assert gw.stop() == 0
+
+
 def test_ready_comes_after_the_first_query_timeout_when_consul_is_away() -> None:
     agent = ConsulAgent()  # its ports, nothing listening
     try:
