@@ -10,13 +10,14 @@ from __future__ import annotations
 import os
 import socket
 import time
-from types import TracebackType
 from typing import Self
+
+from harness.process import Closing
 
 MAX_MESSAGE = 4096
 
 
-class NotifyListener:
+class NotifyListener(Closing):
     """Receives sd_notify datagrams; ``messages`` keeps each one's lines."""
 
     def __init__(self) -> None:
@@ -48,16 +49,8 @@ class NotifyListener:
     def count(self, line: str) -> int:
         return sum(line in message for message in self.messages)
 
+    def start(self) -> Self:
+        return self  # bound in __init__: the environment is known before the service starts
+
     def close(self) -> None:
         self.sock.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
