@@ -23,7 +23,9 @@ from gateway.catalog import static as static_catalog
 from gateway.catalog.model import Snapshot
 from gateway.catalog.source import CatalogSource, StaticSource
 from gateway.errors import StartupError
-from gateway.forward.forwarder import Forwarder
+from gateway.forward.forwarder import Forwarder, Mode
+from gateway.forward.resolv import ResolvWatcher, standard_upstreams
+from gateway.forward.rules import ForwardRules, build_rules
 from gateway.metrics import Metrics, serve_http
 from gateway.options import Config, ConfigError, Endpoint
 from gateway.server import interfaces
@@ -122,12 +124,30 @@ class Answering:
     gate: Gate
     tcp_limits: TcpLimits
     zone_set: dict[dns.name.Name, zones.Zone]
+    domain_forwarders: tuple[Forwarder, ...] = ()  # --server=/domain/... upstream sets
+    resolv_watcher: ResolvWatcher | None = None  # --poll-resolv
+
+    @property
+    def forwarders(self) -> tuple[Forwarder, ...]:
+        main = (self.forwarder,) if self.forwarder is not None else ()
+        return main + self.domain_forwarders
 
     @property
     def in_flight(self) -> int:
         """Queries whose reply is still to come (upstream queries, catalog fetches)."""
-        upstream = self.forwarder.inflight if self.forwarder is not None else 0
-        return upstream + self.resolver.in_flight
+        return sum(f.inflight for f in self.forwarders) + self.resolver.in_flight
+
+    def start(self) -> None:
+        """Starts what runs beside answering (polling the resolv file)."""
+        if self.resolv_watcher is not None:
+            self.resolv_watcher.start()
+
+    def close_forwarders(self) -> None:
+        """Queries still out get SERVFAIL; the upstream sockets close."""
+        if self.resolv_watcher is not None:
+            self.resolv_watcher.close()
+        for forwarder in self.forwarders:
+            forwarder.close()
 
     def gate_for(self, host: str) -> Gate | None:
         """The gate for a UDP listener on ``host``; None for loopback-only ones."""
@@ -143,6 +163,9 @@ def _cache_policy(config: Config) -> CachePolicy:
         serve_stale=config.serve_stale,
         stale_answer_ttl=config.stale_answer_ttl,
         max_bytes=config.cache_max_bytes,
+        neg_ttl=config.neg_ttl,
+        negcache=config.negcache,
+        client_max_ttl=config.max_ttl,
     )
 
 
@@ -162,33 +185,46 @@ def build_answering(
     """
     loop = asyncio.get_running_loop()
     assert config.upstream is not None
-    forwarder = (
-        Forwarder(
-            loop,
-            config.upstream,
-            timeout=config.forward_timeout,
-            deadline=config.forward_deadline,
-            max_inflight=config.forward_max_inflight,
-        )
-        if config.upstream
-        else None
-    )
+    rules = forward_rules(config)
+    standard = standard_upstreams(config.upstream, rules.default_servers)
+    watch = config.resolv and config.poll_resolv
+    forwarder = _forwarder(config, standard) if standard or watch else None
+    domain_forwarders = tuple(_forwarder(config, servers) for servers in rules.upstream_sets[1:])
     policy = _cache_policy(config)
     if previous is not None and _cache_policy(previous.config) == policy:
         cache = previous.cache
     else:
         cache = ForwardCache(policy, clock=time.monotonic)
     try:
-        resolver = _resolver(config, source, zone_set, forwarder, cache, metrics)
+        resolver = Resolver(
+            config,
+            source=source,
+            zone_set=zone_set,
+            forwarder=forwarder,
+            cache=cache,
+            metrics=metrics,
+            rng=random.Random(),
+            call_later=loop.call_later,
+            rules=rules,
+            domain_upstreams=domain_forwarders,
+        )
     except ValueError as exc:  # a zone that is also the Consul domain
-        if forwarder is not None:
-            forwarder.close()
+        for made in (forwarder, *domain_forwarders):
+            if made is not None:
+                made.close()
         raise ConfigError(f"option 'zones' ({config.zones}): {exc}") from None
     _wire_metrics(metrics, cache, forwarder)
+    resolv_watcher = None
+    if watch and forwarder is not None:
+        resolv_watcher = ResolvWatcher(
+            config.resolv_file, config.listen, rules.default_servers, forwarder.replace_upstreams
+        )
+        metrics.gauge("resolv_reloads", lambda: resolv_watcher.reloads if resolv_watcher else 0)
     gate = _gate(config, resolver, metrics, log_it=log_it)
     return Answering(
-        config, resolver, forwarder, cache, gate, TcpLimits.from_config(config), zone_set
-    )
+        config, resolver, forwarder, cache, gate, TcpLimits.from_config(config), zone_set,
+        domain_forwarders, resolv_watcher,
+    )  # fmt: skip
 
 
 async def serve(
@@ -219,6 +255,23 @@ async def serve(
         source.register_metrics(metrics)
     server = Server(answering, source, tcp, metrics, notifier or Notifier(None), worker)
     await server.run(sources, sockets, ready)
+
+
+def forward_rules(config: Config) -> ForwardRules:
+    """dnsmasq's rules of the configuration as one table (pure)."""
+    return build_rules((*config.server, *config.rev_server, *config.local), config.address)
+
+
+def _forwarder(config: Config, upstreams: tuple[Endpoint, ...]) -> Forwarder:
+    mode = Mode.STRICT if config.strict_order else Mode.ALL if config.all_servers else Mode.ORDERED
+    return Forwarder(
+        asyncio.get_running_loop(),
+        upstreams,
+        timeout=config.forward_timeout,
+        deadline=config.forward_deadline,
+        max_inflight=config.forward_max_inflight,
+        mode=mode,
+    )
 
 
 def _gate(config: Config, resolver: Resolver, metrics: Metrics, *, log_it: bool) -> Gate:
@@ -259,26 +312,6 @@ def _gate(config: Config, resolver: Resolver, metrics: Metrics, *, log_it: bool)
     return Gate(resolver, policy, limits, drop_denied=config.refuse_action == "drop")
 
 
-def _resolver(
-    config: Config,
-    source: CatalogSource,
-    zone_set: dict[dns.name.Name, zones.Zone],
-    forwarder: Forwarder | None,
-    cache: ForwardCache,
-    metrics: Metrics,
-) -> Resolver:
-    return Resolver(
-        config,
-        source=source,
-        zone_set=zone_set,
-        forwarder=forwarder,
-        cache=cache,
-        metrics=metrics,
-        rng=random.Random(),
-        call_later=asyncio.get_running_loop().call_later,
-    )
-
-
 def _wire_metrics(metrics: Metrics, cache: ForwardCache, forwarder: Forwarder | None) -> None:
     metrics.gauge("cache_entries", lambda: len(cache))
     metrics.gauge("cache_bytes", lambda: cache.bytes)
@@ -287,6 +320,11 @@ def _wire_metrics(metrics: Metrics, cache: ForwardCache, forwarder: Forwarder | 
         metrics.gauge("forward_inflight", lambda: forwarder.inflight)
         for name in forwarder.stats:
             metrics.gauge(f"forward_{name}", lambda n=name: forwarder.stats[n])  # type: ignore[misc]
+
+
+def _describe_upstreams(forwarder: Forwarder | None) -> str:
+    upstreams = forwarder.upstreams if forwarder is not None else ()
+    return ", ".join(str(u) for u in upstreams) or "none (forwarding answers SERVFAIL)"
 
 
 @dataclass(frozen=True)
@@ -393,6 +431,7 @@ class Server:
                 privileges.drop(privileges.resolve(config.user, config.group))
             self._listen(bound, from_systemd=bool(passed))
             await self.source.start()
+            self.answering.start()
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, stop.set)
             loop.add_signal_handler(signal.SIGHUP, reloader.request)
@@ -418,8 +457,7 @@ class Server:
                 http.close()
             for answering in (self.answering, *self.retired):
                 await answering.resolver.close()
-                if answering.forwarder is not None:
-                    answering.forwarder.close()
+                answering.close_forwarders()
             await self.source.stop()
             self.notifier.close()
 
@@ -477,8 +515,7 @@ class Server:
                 "catalog: %s; zones: %s; upstreams: %s",
                 f"consul {config.consul}" if config.consul else f"static {config.catalog}",
                 zones.describe(self.answering.zone_set),
-                ", ".join(str(u) for u in config.upstream or ())
-                or "none (forwarding answers SERVFAIL)",
+                _describe_upstreams(self.answering.forwarder),
             )
             self.notifier.ready(self._status())
             if self.notifier.watchdog_s is not None:
@@ -509,19 +546,21 @@ class Server:
             udp.use(answering.resolver, answering.gate_for(host))
         self.tcp.use(answering.resolver, answering.tcp_limits, answering.gate)
         self.answering = answering
+        answering.start()
         logging.getLogger().setLevel(config.log_level.upper())
         self._retire(previous)
 
     def _retire(self, old: Answering) -> None:
         """The replaced forwarder's queries still get their answers; then it is closed."""
+        if old.resolv_watcher is not None:
+            old.resolv_watcher.close()  # the new answering polls the resolv file now
         self.retired.append(old)
         loop = asyncio.get_running_loop()
 
         def close() -> None:
             if old in self.retired:
                 self.retired.remove(old)
-                if old.forwarder is not None:
-                    old.forwarder.close()
+                old.close_forwarders()
 
         # By its deadline every query it sent has its answer or its SERVFAIL.
         loop.call_later(old.config.forward_deadline + RETIRE_MARGIN_S, close)
@@ -550,8 +589,7 @@ class Server:
             await asyncio.sleep(STOP_POLL_S)
         left = self._in_flight()
         for answering in (self.answering, *self.retired):
-            if answering.forwarder is not None:
-                answering.forwarder.close()  # what is still out gets SERVFAIL now
+            answering.close_forwarders()  # what is still out gets SERVFAIL now
         aborted = await self.tcp.wait_closed(max(deadline - loop.time(), TCP_CLOSE_MIN_S))
         log.info(
             "stopped: %d queries answered while stopping, %d given SERVFAIL at --stop-timeout, "

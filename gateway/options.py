@@ -31,9 +31,12 @@ import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, Final, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 from gateway.errors import StartupError
+
+if TYPE_CHECKING:  # gateway.forward.rules imports Endpoint from here
+    from gateway.forward.rules import AddressRule, ServerRule
 
 DEFAULT_DNS_PORT = 53
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -280,6 +283,39 @@ def _refuse_action(value: Any) -> str:
     if action not in REFUSE_ACTIONS:
         raise ValueError(f"{value!r} is not one of {', '.join(REFUSE_ACTIONS)}")
     return action
+
+
+def _rule_list(parse_name: str) -> Callable[[Any], tuple[Any, ...]]:
+    """A repeatable dnsmasq rule, parsed by ``gateway.forward.rules.<parse_name>``."""
+
+    def convert(value: Any) -> tuple[Any, ...]:
+        # Imported here: the rules module needs Endpoint from this one.
+        from gateway.forward import rules
+
+        parse = getattr(rules, parse_name)
+        items = value if isinstance(value, list | tuple) else [value]
+        return tuple(parse(_string(v)) for v in items)
+
+    return convert
+
+
+_server_list = _rule_list("parse_server")
+_rev_server_list = _rule_list("parse_rev_server")
+_local_list = _rule_list("parse_local")
+_address_list = _rule_list("parse_address")
+
+
+def _domain_list(value: Any) -> tuple[str, ...]:
+    """Domains, each also as dnsmasq's ``/a/b/`` list."""
+    items = value if isinstance(value, list | tuple) else [value]
+    names: list[str] = []
+    for item in items:
+        text = _string(item)
+        parts = [p for p in text.split("/") if p] if text.startswith("/") else [text]
+        if not parts:
+            raise ValueError(f"{text!r} names no domain")
+        names.extend(_domain(p) for p in parts)
+    return tuple(names)
 
 
 _SECONDS = _float_range(0.0, MAX_DURATION_SECONDS)
@@ -574,7 +610,7 @@ class Config:
         default=1232,
         metadata=declare(
             _int_range(512, 65535),
-            "largest UDP answer to EDNS clients (DNS flag day 2020)",
+            "largest UDP answer to EDNS clients (DNS flag day 2020; dnsmasq `edns-packet-max`)",
             metavar="N",
         ),
     )
@@ -754,21 +790,173 @@ class Config:
         default=1024,
         metadata=declare(
             _int_range(1, 1_000_000),
-            "distinct upstream queries in flight; more get SERVFAIL (dnsmasq: 150)",
+            "distinct upstream queries in flight; more get SERVFAIL "
+            "(dnsmasq `dns-forward-max`, default 150 there)",
             metavar="N",
+        ),
+    )
+    # dnsmasq's forwarding policy (gateway.forward.rules, gateway.forward.private)
+    server: tuple[ServerRule, ...] = field(
+        default=(),
+        metadata=declare(
+            _server_list,
+            "dnsmasq's `server=`: `IP[#PORT]` a standard upstream (with the resolv file's); "
+            "`/DOM/[DOM/]IP[#PORT]` names under DOM go there (longest domain wins); "
+            "`/DOM/#` DOM goes to the standard upstreams; `/DOM/` local only; repeatable",
+            metavar="RULE",
+            repeatable=True,
+            default_text="none",
+        ),
+    )
+    rev_server: tuple[ServerRule, ...] = field(
+        default=(),
+        metadata=declare(
+            _rev_server_list,
+            "dnsmasq's `rev-server=`: the reverse zone of the range goes to that upstream; "
+            "repeatable",
+            metavar="CIDR,IP[#PORT]",
+            repeatable=True,
+            default_text="none",
+        ),
+    )
+    local: tuple[ServerRule, ...] = field(
+        default=(),
+        metadata=declare(
+            _local_list,
+            "dnsmasq's `local=`: names under DOM are answered from local data only, "
+            "else NXDOMAIN, never forwarded; repeatable",
+            metavar="/DOM/[DOM/]",
+            repeatable=True,
+            default_text="none",
+        ),
+    )
+    address: tuple[AddressRule, ...] = field(
+        default=(),
+        metadata=declare(
+            _address_list,
+            "dnsmasq's `address=`: DOM and every name under it get this A or AAAA (other "
+            "questions go on upstream); `/DOM/#` 0.0.0.0 and ::; `/DOM/` NXDOMAIN; repeatable",
+            metavar="/DOM/[DOM/]IP",
+            repeatable=True,
+            default_text="none",
+        ),
+    )
+    domain_needed: bool = field(
+        default=False,
+        metadata=declare(
+            _as_bool,
+            "A and AAAA questions for names without a dot are never forwarded: "
+            "NXDOMAIN unless local data has them (dnsmasq `domain-needed`)",
+        ),
+    )
+    bogus_priv: bool = field(
+        default=False,
+        metadata=declare(
+            _as_bool,
+            "PTR questions for private addresses (RFC 6303) get NXDOMAIN instead of going "
+            "upstream, unless a `--server`/`--rev-server` covers them (dnsmasq `bogus-priv`)",
+        ),
+    )
+    stop_dns_rebind: bool = field(
+        default=False,
+        metadata=declare(
+            _as_bool,
+            "an upstream answer with a private or loopback A/AAAA becomes an empty NOERROR; "
+            "the Consul domains exempt (dnsmasq `stop-dns-rebind`)",
+        ),
+    )
+    rebind_domain_ok: tuple[str, ...] = field(
+        default=(),
+        metadata=declare(
+            _domain_list,
+            "names under this domain are exempt from `--stop-dns-rebind`; repeatable, "
+            "also dnsmasq's `/DOM/[DOM/]` (dnsmasq `rebind-domain-ok`)",
+            metavar="DOM",
+            repeatable=True,
+            default_text="none",
+        ),
+    )
+    resolv_file: Path = field(
+        default=RESOLV_CONF,
+        metadata=declare(
+            _path,
+            "where the standard upstreams come from when `--upstream` is not given "
+            "(dnsmasq `resolv-file`)",
+            metavar="FILE",
+            default_text="`/etc/resolv.conf`",
+        ),
+    )
+    resolv: bool = field(
+        default=True,
+        metadata=declare(
+            _as_bool,
+            "read `--resolv-file`; `--no-resolv` is dnsmasq's `no-resolv` (`--upstream` also "
+            "turns it off)",
+        ),
+    )
+    poll_resolv: bool = field(
+        default=True,
+        metadata=declare(
+            _as_bool,
+            "re-read `--resolv-file` when it changes; `--no-poll-resolv` is dnsmasq's `no-poll`",
+        ),
+    )
+    strict_order: bool = field(
+        default=False,
+        metadata=declare(
+            _as_bool,
+            "ask the upstreams always in the order given, never reordered by failures "
+            "(dnsmasq `strict-order`)",
+        ),
+    )
+    all_servers: bool = field(
+        default=False,
+        metadata=declare(
+            _as_bool,
+            "send each question to every upstream at once, the first answer wins "
+            "(dnsmasq `all-servers`)",
+        ),
+    )
+    neg_ttl: int = field(
+        default=0,
+        metadata=declare(
+            _TTL,
+            "cache negative answers that carry no SOA this long; 0: not cached (dnsmasq `neg-ttl`)",
+            metavar="S",
+        ),
+    )
+    max_ttl: int = field(
+        default=0,
+        metadata=declare(
+            _TTL,
+            "largest TTL handed to clients for forwarded answers (the cache keeps the real "
+            "one); 0: no bound (dnsmasq `max-ttl`)",
+            metavar="S",
+            default_text="0 (off)",
+        ),
+    )
+    negcache: bool = field(
+        default=True,
+        metadata=declare(
+            _as_bool,
+            "cache negative answers (NXDOMAIN, NODATA); `--no-negcache` is dnsmasq's `no-negcache`",
         ),
     )
     cache_size: int = field(
         default=100_000,
         metadata=declare(
-            _int_range(0, 100_000_000), "forwarded answers kept (LRU); 0 disables", metavar="N"
+            _int_range(0, 100_000_000),
+            "forwarded answers kept (LRU); 0 disables (dnsmasq `cache-size`)",
+            metavar="N",
         ),
     )
     cache_min_ttl: int = field(
-        default=0, metadata=declare(_TTL, "lower bound on cached TTLs", metavar="S")
+        default=0,
+        metadata=declare(_TTL, "lower bound on cached TTLs (dnsmasq `min-cache-ttl`)", metavar="S"),
     )
     cache_max_ttl: int = field(
-        default=86400, metadata=declare(_TTL, "upper bound on cached TTLs", metavar="S")
+        default=86400,
+        metadata=declare(_TTL, "upper bound on cached TTLs (dnsmasq `max-cache-ttl`)", metavar="S"),
     )
     cache_negative_max_ttl: int = field(
         default=3600, metadata=declare(_TTL, "upper bound on negative-cache TTLs", metavar="S")
@@ -953,17 +1141,25 @@ def check(config: Config, config_file: Path | None) -> Config:
         raise ConfigError(f"{source}: option 'alt_domain' equals 'domain'")
     if (config.consul_cert is None) != (config.consul_key is None):
         raise ConfigError(f"{source}: options 'consul_cert' and 'consul_key' go together")
+    if config.strict_order and config.all_servers:
+        raise ConfigError(f"{source}: options 'strict_order' and 'all_servers' exclude each other")
+    if config.upstream is not None and config.resolv:
+        # An explicit upstream list replaces the resolv file (as it always has).
+        config = replace(config, resolv=False)
     return config
 
 
-def with_system_defaults(config: Config, resolv_conf: Path = RESOLV_CONF) -> Config:
+def with_system_defaults(config: Config, resolv_conf: Path | None = None) -> Config:
     """The defaults that depend on this machine, for what the config leaves unset.
 
-    Upstreams from resolv.conf (minus our own listen addresses), the embedded
+    Upstreams from ``resolv_conf`` (default: ``--resolv-file``; minus our own
+    listen addresses) unless ``--no-resolv``, the embedded
     static catalog when there is no Consul, the embedded zones.
     """
     if config.upstream is None:
-        config = replace(config, upstream=system_upstreams(config.listen, resolv_conf))
+        resolv = resolv_conf if resolv_conf is not None else config.resolv_file
+        found = system_upstreams(config.listen, resolv) if config.resolv else ()
+        config = replace(config, upstream=found)
     if config.catalog is None and config.consul is None and EMBEDDED_CATALOG.is_dir():
         config = replace(config, catalog=EMBEDDED_CATALOG)
     if config.zones is None and EMBEDDED_ZONES.is_dir():

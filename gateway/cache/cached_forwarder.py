@@ -12,6 +12,10 @@ The client-response timer (RFC 8767 5, "stale-answer-client-timeout"): when
 an expired answer is kept and the upstreams have not answered within
 ``stale_timeout``, the waiting client gets the stale answer then; the
 upstream query goes on, and its answer, when it comes, refreshes the cache.
+
+Rebinding protection (``--stop-dns-rebind``, ``gateway.forward.private``):
+a reply the caller asks to check that holds a private address becomes an
+empty NOERROR, which is neither cached nor made stale-servable.
 """
 
 from __future__ import annotations
@@ -21,7 +25,8 @@ from collections.abc import Callable, MutableMapping
 from typing import Protocol
 
 from gateway.cache.store import ForwardCache, make_template
-from gateway.dns import wire
+from gateway.dns import verify, wire
+from gateway.forward import private
 from gateway.ratelog import RateLimitedLog
 
 log = logging.getLogger(__name__)
@@ -71,12 +76,26 @@ class CachedForwarder:
         self._call_later = call_later
 
     def answer(
-        self, key: bytes | None, question: bytes, edns: wire.Edns | None, done: Done
+        self,
+        key: bytes | None,
+        question: bytes,
+        edns: wire.Edns | None,
+        done: Done,
+        *,
+        via: Upstreams | None = None,
+        check_rebind: bool = False,
+        nxdomain_as_nodata: bool = False,
     ) -> None:
         """Calls ``done`` now (cache, no upstreams) or when the upstreams answer.
 
         ``key`` is the fast-path key (None: not cacheable under any key);
         ``question`` the lower-case question (qname wire + qtype + qclass).
+        ``via``: the upstreams of this name's domain (``--server /dom/``)
+        instead of the standard ones; one name always has the same
+        upstreams, so the cache needs no other key. ``check_rebind``: drop
+        a reply with private addresses (``--stop-dns-rebind``).
+        ``nxdomain_as_nodata``: the name has local addresses (``--address``),
+        so an upstream's NXDOMAIN is relayed as NOERROR, as dnsmasq does.
         ``done`` is called exactly once.
         """
         if key is not None:
@@ -85,7 +104,7 @@ class CachedForwarder:
                 self._counts["cache_hits"] += 1
                 done(cached)
                 return
-        upstreams = self.upstreams
+        upstreams = self.upstreams if via is None else via
         if upstreams is None:
             self._stale_or_fail(key, done)
             return
@@ -105,7 +124,9 @@ class CachedForwarder:
             nonlocal answered
             if timer is not None:
                 timer.cancel()
-            template = self._take(key, response, edns)
+            if nxdomain_as_nodata and response is not None and response[3] & 0x0F == wire.NXDOMAIN:
+                response = response[:3] + bytes((response[3] & 0xF0,)) + response[4:]
+            template = self._take(key, response, edns, check_rebind)
             if answered:
                 return
             answered = True
@@ -123,12 +144,24 @@ class CachedForwarder:
         upstreams.resolve(question, edns.do if edns is not None else False, replied)
 
     def _take(
-        self, key: bytes | None, response: bytes | None, edns: wire.Edns | None
+        self,
+        key: bytes | None,
+        response: bytes | None,
+        edns: wire.Edns | None,
+        check_rebind: bool = False,
     ) -> bytes | None:
         """The response as a template, stored when cacheable; None when there is none to use."""
         if response is None:
             return None
         try:
+            if check_rebind:
+                layout = verify.walk_strict(response)  # the forwarder checked it walks
+                if private.rebinding(response, layout):
+                    self._counts["rebind_blocked"] += 1
+                    emptied = make_template(
+                        private.emptied(response, layout), client_edns=edns, payload=self._payload
+                    )
+                    return None if emptied is None else emptied[0]
             made = make_template(response, client_edns=edns, payload=self._payload)
             if made is None:
                 self._counts["upstream_unusable"] += 1
@@ -136,7 +169,7 @@ class CachedForwarder:
             template, layout = made
             if key is not None:
                 self.cache.put(key, template, layout)
-            return template
+            return self.cache.for_client(template, layout)
         except Exception as exc:  # a bug must not leave the client without any reply
             self._counts["internal_errors"] += 1
             # An upstream's bytes can trigger it as often as it likes: rate-limited.

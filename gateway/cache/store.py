@@ -7,7 +7,11 @@ second (age changes in whole seconds) and otherwise returns stored bytes.
 
 - Lifetime: the smallest answer TTL; negative answers (NXDOMAIN, NODATA)
   live min(SOA TTL, SOA MINIMUM) (RFC 2308 5) and are not cached without
-  an SOA; both clamped by the configured bounds.
+  an SOA unless ``neg_ttl`` says for how long (dnsmasq's ``neg-ttl``);
+  none at all without ``negcache``; clamped by the configured bounds.
+- ``client_max_ttl`` (dnsmasq's ``max-ttl``) caps the TTLs clients see,
+  while the entry lives as long as its real TTL: applied when the TTLs are
+  patched (at most once a second per entry), never per query.
 - Bounded by entry count and by estimated bytes (:func:`entry_bytes`),
   least recently used evicted: a flood of random names fills the cache to
   its byte bound, not to 100,000 entries of any size.
@@ -54,6 +58,9 @@ class CachePolicy:
     serve_stale: float
     stale_answer_ttl: int
     max_bytes: int = UNBOUNDED
+    neg_ttl: int = 0  # lifetime of negative answers without an SOA; 0: not cached
+    negcache: bool = True  # cache negative answers at all
+    client_max_ttl: int = 0  # largest TTL handed out; 0: no cap
 
 
 # A cached answer is a flat tuple of bytes, ints and floats. CPython stops
@@ -83,11 +90,13 @@ def entry_bytes(key: bytes, entry: CachedAnswer) -> int:
     return ENTRY_BYTES + len(key) + 2 * len(entry[BASE]) + len(entry[PLACES])
 
 
-def aged(entry: CachedAnswer, age: int) -> CachedAnswer:
-    """The entry with its wire's TTLs lowered by ``age`` seconds (never below 0)."""
+def aged(entry: CachedAnswer, age: int, cap: int = 0) -> CachedAnswer:
+    """The entry with its wire's TTLs lowered by ``age`` seconds (never below 0),
+    none above ``cap`` (0: no cap)."""
     buf = bytearray(entry[BASE])
     for offset, ttl in _TTL_PLACE.iter_unpack(entry[PLACES]):
-        _TTL.pack_into(buf, offset, ttl - age if ttl > age else 0)
+        left = ttl - age if ttl > age else 0
+        _TTL.pack_into(buf, offset, min(left, cap) if cap else left)
     return (
         bytes(buf),
         age,
@@ -130,7 +139,7 @@ class ForwardCache:
         """
         age = int(now - entry[STORED])
         if age != entry[AGE]:
-            entry = aged(entry, age)
+            entry = aged(entry, age, self._policy.client_max_ttl)
             self.entries[key] = entry
             self.entries.move_to_end(key)
         return entry[WIRE]
@@ -168,6 +177,21 @@ class ForwardCache:
             return None
         return entry, now
 
+    def for_client(self, template: bytes, layout: wire.Layout) -> bytes:
+        """A fresh template with no TTL above ``client_max_ttl`` (dnsmasq's ``max-ttl``).
+
+        For the reply that filled the cache (hits are capped when aged).
+        ``layout`` is the template's own (``make_template`` keeps offsets).
+        """
+        cap = self._policy.client_max_ttl
+        if not cap:
+            return template
+        buf = bytearray(template)
+        for record in (*layout.answer, *layout.authority, *layout.additional):
+            if record.rtype != wire.OPT and record.ttl > cap:
+                _TTL.pack_into(buf, record.ttl_offset, cap)
+        return bytes(buf)
+
     def put(self, key: bytes, template: bytes, layout: wire.Layout | None = None) -> int | None:
         """Stores a response template; returns its lifetime, None if not cacheable.
 
@@ -184,6 +208,8 @@ class ForwardCache:
         places = b"".join(_TTL_PLACE.pack(offset, ttl) for offset, ttl in ttls)
         expires = now + lifetime
         entry = (template, 0, template, places, now, expires, expires + self._policy.serve_stale)
+        if self._policy.client_max_ttl:
+            entry = aged(entry, 0, self._policy.client_max_ttl)
         entries = self.entries
         old = entries.get(key)
         if old is not None:
@@ -221,11 +247,16 @@ def cacheable(
         lifetime = min(r.ttl for r in answers)
         lifetime = min(max(lifetime, policy.min_ttl), policy.max_ttl)
     else:
+        if not policy.negcache:
+            return None
         soa = next((r for r in layout.authority if r.rtype == wire.SOA), None)
-        if soa is None:
+        if soa is not None:
+            minimum = _TTL.unpack_from(template, soa.end - 4)[0]
+            lifetime = min(soa.ttl, minimum, policy.negative_max_ttl)
+        elif policy.neg_ttl:
+            lifetime = min(policy.neg_ttl, policy.negative_max_ttl)
+        else:
             return None  # RFC 2308 5: no SOA, no negative caching.
-        minimum = _TTL.unpack_from(template, soa.end - 4)[0]
-        lifetime = min(soa.ttl, minimum, policy.negative_max_ttl)
         lifetime = max(lifetime, policy.min_ttl)
     if lifetime <= 0:
         return None

@@ -23,11 +23,20 @@ upstream has answered unusably, the waiters get the last error reply that
 parsed (else None); at ``deadline`` they get None (the cached forwarder
 answers stale or SERVFAIL). Upstreams that fail move to the back of the
 order.
+
+Modes (dnsmasq's): ``ORDERED`` as above; ``STRICT`` (``strict-order``)
+keeps the configured order, failures never reorder it; ``ALL``
+(``all-servers``) sends each question to every upstream at once and the
+first answer wins (a round ends when every upstream has answered unusably
+or the timeout passes). The upstream list can be replaced while running
+(:meth:`Forwarder.replace_upstreams`, the resolv file changed): questions
+in flight finish with the list they started with.
 """
 
 from __future__ import annotations
 
 import asyncio
+import enum
 import logging
 import os
 import random
@@ -58,6 +67,31 @@ MAX_DATAGRAM = 65535
 Done = Callable[[bytes | None], None]
 
 
+class Mode(enum.Enum):
+    """How a question picks its upstreams (dnsmasq's names in brackets)."""
+
+    ORDERED = "ordered"  # best first, failing ones move to the back (dnsmasq's default, simplified)
+    STRICT = "strict"  # always in the configured order (strict-order)
+    ALL = "all"  # every upstream at once, first answer wins (all-servers)
+
+
+@dataclass(slots=True, eq=False)
+class _Servers:
+    """One version of the upstream list; questions keep the one they started with."""
+
+    addrs: list[tuple[str, int]]
+    families: list[int]
+    order: list[int]
+
+    @classmethod
+    def of(cls, upstreams: tuple[Endpoint, ...]) -> _Servers:
+        return cls(
+            [(u.host, u.port) for u in upstreams],
+            [socket.AF_INET6 if ":" in u.host else socket.AF_INET for u in upstreams],
+            list(range(len(upstreams))),
+        )
+
+
 @dataclass(slots=True, eq=False)
 class _Attempt:
     """One UDP query sent for a question; registered by (socket, ID) until the question ends."""
@@ -72,6 +106,7 @@ class _Attempt:
 class _Pending:
     question: bytes  # lower-case qname wire + qtype + qclass
     do: bool
+    servers: _Servers
     waiters: list[Done]
     started: float
     attempts: list[_Attempt] = field(default_factory=list)  # UDP queries still outstanding
@@ -107,12 +142,12 @@ class Forwarder:
         timeout: float,
         deadline: float,
         max_inflight: int,
+        mode: Mode = Mode.ORDERED,
         rng: random.Random | None = None,
     ) -> None:
         self._loop = loop
-        self._upstreams = [(u.host, u.port) for u in upstreams]
-        self._families = [socket.AF_INET6 if ":" in u.host else socket.AF_INET for u in upstreams]
-        self._order = list(range(len(upstreams)))
+        self._servers = _Servers.of(upstreams)
+        self._mode = mode
         self._timeout = timeout
         self._deadline = deadline
         self._max_inflight = max_inflight
@@ -145,6 +180,14 @@ class Forwarder:
     def inflight(self) -> int:
         return len(self._by_question)
 
+    @property
+    def upstreams(self) -> tuple[Endpoint, ...]:
+        return tuple(Endpoint(host, port) for host, port in self._servers.addrs)
+
+    def replace_upstreams(self, upstreams: tuple[Endpoint, ...]) -> None:
+        """New questions go to ``upstreams``; those in flight keep their list."""
+        self._servers = _Servers.of(upstreams)
+
     def close(self) -> None:
         for pending in list(self._by_question.values()):
             self._finish(pending, None)
@@ -167,11 +210,12 @@ class Forwarder:
         if pending is not None:
             pending.waiters.append(done)
             return
-        if not self._upstreams or len(self._by_question) >= self._max_inflight:
-            self.stats["overload" if self._upstreams else "failed"] += 1
+        servers = self._servers
+        if not servers.addrs or len(self._by_question) >= self._max_inflight:
+            self.stats["overload" if servers.addrs else "failed"] += 1
             done(None)
             return
-        pending = _Pending(question, do, [done], self._loop.time())
+        pending = _Pending(question, do, servers, [done], self._loop.time())
         self._by_question[key] = pending
         self._attempt(pending)
 
@@ -184,7 +228,9 @@ class Forwarder:
             self._finish(pending, None)
             return
         candidates = [
-            i for i in self._order if i not in pending.failed and i != pending.tcp_upstream
+            i
+            for i in pending.servers.order
+            if i not in pending.failed and i != pending.tcp_upstream
         ]
         if not candidates:
             if pending.tcp is None:  # every upstream answered, none usably
@@ -195,13 +241,16 @@ class Forwarder:
         if not untried:
             pending.tried.clear()
             untried = candidates
-        upstream = untried[0]
-        pending.tried.append(upstream)
-        try:
-            pending.current = self._send_udp(pending, upstream)
-        except OSError as exc:
-            log.debug("upstream %s: send failed: %s", self._upstreams[upstream], exc)
-            self._demote(upstream)
+        sent = False
+        for upstream in untried if self._mode is Mode.ALL else untried[:1]:
+            pending.tried.append(upstream)
+            try:
+                pending.current = self._send_udp(pending, upstream)
+                sent = True
+            except OSError as exc:
+                log.debug("upstream %s: send failed: %s", pending.servers.addrs[upstream], exc)
+                self._demote(pending, upstream)
+        if not sent:
             # A short pause, so an unreachable network cannot spin the loop.
             pending.timer = self._loop.call_later(SEND_ERROR_PAUSE_S, self._retry, pending)
             return
@@ -213,7 +262,7 @@ class Forwarder:
         self._attempt(pending)
 
     def _send_udp(self, pending: _Pending, upstream: int) -> _Attempt:
-        family = self._families[upstream]
+        family = pending.servers.families[upstream]
         pool = self._pools.get(family)
         if pool is None:
             pool = self._pools[family] = [None] * SOCKET_POOL_SIZE
@@ -232,7 +281,7 @@ class Forwarder:
             if (fileno, msg_id) not in self._by_id:
                 break
         packet = self._packet(msg_id, pending)
-        ps.sock.sendto(packet, self._upstreams[upstream])
+        ps.sock.sendto(packet, pending.servers.addrs[upstream])
         attempt = _Attempt(pending, upstream, fileno, msg_id)
         self._by_id[(fileno, msg_id)] = attempt
         pending.attempts.append(attempt)
@@ -282,11 +331,11 @@ class Forwarder:
         if attempt is None:
             self.stats["spoofed"] += 1
             return
-        upstream = self._upstreams[attempt.upstream]
+        pending = attempt.pending
+        upstream = pending.servers.addrs[attempt.upstream]
         if (addr[0], addr[1]) != upstream and not _same_host(addr, upstream):
             self.stats["spoofed"] += 1
             return
-        pending = attempt.pending
         verdict = classify(data, pending.question)
         if verdict is Verdict.NOT_OURS:
             self.stats["spoofed"] += 1
@@ -294,11 +343,13 @@ class Forwarder:
         # The upstream has answered this attempt, one way or another.
         self._by_id.pop((attempt.slot, attempt.msg_id), None)
         pending.attempts.remove(attempt)
-        if attempt is pending.current:
+        if attempt is pending.current and not (self._mode is Mode.ALL and pending.attempts):
             pending.current = None
             if pending.timer is not None:
                 pending.timer.cancel()
                 pending.timer = None
+        elif attempt is pending.current:
+            pass  # ALL: others of this round are still out; the round's timer stays
         elif verdict is Verdict.ANSWER:
             self.stats["late_answers"] += 1
         if verdict is Verdict.ANSWER:
@@ -316,7 +367,7 @@ class Forwarder:
             self._unusable(pending, attempt.upstream, verdict, data)
 
     async def _over_tcp(self, pending: _Pending, upstream: int) -> None:
-        host, port = self._upstreams[upstream]
+        host, port = pending.servers.addrs[upstream]
         remaining = self._deadline - (self._loop.time() - pending.started)
         msg_id = self._random16()
         query = self._packet(msg_id, pending)
@@ -360,7 +411,10 @@ class Forwarder:
         else:
             self.stats["malformed"] += 1
         pending.failed.add(upstream)
-        self._demote(upstream)
+        self._demote(pending, upstream)
+        if pending.tcp is None and len(pending.failed) >= len(pending.servers.addrs):
+            self._finish(pending, pending.last_error)  # every upstream has answered, none usably
+            return
         # Move on now unless a newer attempt (UDP with its timer, or TCP) is
         # still running: that one moves the question on when it ends.
         if pending.timer is None and pending.tcp is None:
@@ -370,16 +424,19 @@ class Forwarder:
         pending.timer = None
         self.stats["timeouts"] += 1
         if pending.current is not None:
-            self._demote(pending.current.upstream)
+            self._demote(pending, pending.current.upstream)
             pending.current = None  # still registered: a late reply is welcome
         self._attempt(pending)
 
-    def _demote(self, index: int) -> None:
+    def _demote(self, pending: _Pending, index: int) -> None:
         # A failing upstream goes to the back, so the next query tries a
         # working one first (dnsmasq's "fastest server" in its simplest form).
-        if len(self._order) > 1 and self._order[0] == index:
-            self._order.remove(index)
-            self._order.append(index)
+        if self._mode is Mode.STRICT:
+            return
+        order = pending.servers.order
+        if len(order) > 1 and order[0] == index:
+            order.remove(index)
+            order.append(index)
 
     def _finish(self, pending: _Pending, data: bytes | None) -> None:
         if pending.finished:

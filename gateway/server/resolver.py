@@ -17,7 +17,7 @@ import logging
 import random
 import struct
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import dns.name
 
@@ -26,7 +26,15 @@ from gateway.cache.store import ForwardCache
 from gateway.catalog.answers import CatalogAnswerer, NeedQuery, NeedService
 from gateway.catalog.source import CatalogSource, CatalogUnavailable
 from gateway.dns import codec, fastpath, wire
-from gateway.dns.codec import Answer
+from gateway.dns.codec import Answer, Record
+from gateway.forward import private
+from gateway.forward.rules import (
+    NXDOMAIN_OUTCOME,
+    STANDARD,
+    STANDARD_OUTCOME,
+    ForwardRules,
+    Outcome,
+)
 from gateway.metrics import Metrics
 from gateway.options import Config
 from gateway.ratelog import RateLimitedLog
@@ -42,6 +50,9 @@ Reply = Callable[[bytes], None]
 MAX_PENDING_FETCHES = 4096
 # Zone transfers are not offered.
 _TRANSFER_TYPES = frozenset({wire.AXFR, wire.IXFR})
+# TTL of --address answers (dnsmasq's local-ttl default: clients ask again).
+ADDRESS_TTL = 0
+_NXDOMAIN = Answer(wire.NXDOMAIN)
 
 
 class Resolver:
@@ -58,10 +69,21 @@ class Resolver:
         metrics: Metrics,
         rng: random.Random | None = None,
         call_later: CallLater | None = None,
+        rules: ForwardRules | None = None,
+        domain_upstreams: Sequence[Upstreams] = (),
     ) -> None:
         """``call_later`` (``loop.call_later``) runs the client-response timer
-        of serve-stale (``--stale-answer-client-timeout``); None: no timer."""
+        of serve-stale (``--stale-answer-client-timeout``); None: no timer.
+        ``rules`` are dnsmasq's per-domain rules; ``domain_upstreams[i - 1]``
+        asks upstream set ``i`` of ``rules.upstream_sets`` (set 0 is
+        ``forwarder``, the standard servers)."""
         self._config = config
+        self._rules = rules
+        self._upstream_sets: tuple[Upstreams | None, ...] = (None, *domain_upstreams)
+        # Names exempt from --stop-dns-rebind, as lower-case wire suffixes.
+        self._rebind_ok = tuple(
+            wire.to_wire(d).lower() for d in (*config.domains, *config.rebind_domain_ok)
+        )
         self._source = source
         self._zones = zone_set
         self.metrics = metrics
@@ -100,7 +122,11 @@ class Resolver:
         def knows_address(address: str) -> bool:
             return bool(self._source.snapshot().reverse(address))
 
-        return Router(self._config.domains, zone_set, knows_address)
+        rules = self._rules.policies if self._rules is not None else ()
+        router = Router(self._config.domains, zone_set, knows_address, rules)
+        for name in router.shadowed:
+            log.warning("rule for %s: local data (catalog or zone) answers it instead", name)
+        return router
 
     # -- the hot path ------------------------------------------------------
 
@@ -197,9 +223,15 @@ class Resolver:
             key = None
         route = self._router.route(query.qname_wire)
         if route.kind is Kind.FORWARD:
+            outcome = self._outcome(route, query)
+            if outcome.nxdomain or outcome.rdata is not None:  # answered by a rule
+                self._counts["policy_local"] += 1
+                self._reply_local(data, query, tcp, key, _local_answer(query, outcome), reply)
+                return True
             if access is not Access.FULL:
                 return self._deny(data, query, reply, "recursion")
-            self._forward_query(data, query, tcp, key, reply)
+            nodata = route.policy is not None and route.policy.nxdomain_as_nodata
+            self._forward_query(data, query, tcp, key, reply, outcome.upstreams, nodata)
             return True
         if query.qclass not in (wire.CLASS_IN, wire.CLASS_ANY):
             raise rcodes.Refused()
@@ -285,8 +317,43 @@ class Resolver:
 
     # -- forwarding --------------------------------------------------------
 
+    def _outcome(self, route: Route, query: wire.Query) -> Outcome:
+        """What dnsmasq's rules make of a forwarded name (cache misses only)."""
+        if route.policy is not None:
+            if query.qclass not in (wire.CLASS_IN, wire.CLASS_ANY):
+                return route.policy.other  # addresses are class IN data
+            return route.policy.outcome(query.qtype)
+        config = self._config
+        if (
+            config.domain_needed
+            and query.qtype in (wire.A, wire.AAAA)
+            and _single_label(query.qname_wire)
+        ):
+            return NXDOMAIN_OUTCOME
+        if config.bogus_priv and query.qtype == wire.PTR:
+            address = private.reverse_name_address(query.qname_wire.lower())
+            if address is not None and private.is_private(address):
+                return NXDOMAIN_OUTCOME
+        return STANDARD_OUTCOME
+
+    def _rebind_checked(self, qname_wire: bytes) -> bool:
+        """Whether ``--stop-dns-rebind`` applies to this name (not an exempt domain)."""
+        if not self._config.stop_dns_rebind:
+            return False
+        name = qname_wire.lower()
+        return not any(
+            name == ok or (name.endswith(ok) and _at_label(name, ok)) for ok in self._rebind_ok
+        )
+
     def _forward_query(
-        self, data: bytes, query: wire.Query, tcp: bool, key: bytes | None, reply: Reply
+        self,
+        data: bytes,
+        query: wire.Query,
+        tcp: bool,
+        key: bytes | None,
+        reply: Reply,
+        upstreams: int = STANDARD,
+        nxdomain_as_nodata: bool = False,
     ) -> None:
         def done(template: bytes | None) -> None:
             # Called from the forwarder's callback: whatever happens here must
@@ -302,7 +369,15 @@ class Resolver:
             except Exception as exc:
                 self._fail(data, exc, reply, query)
 
-        self._forward.answer(key, _question(query), query.edns, done)
+        self._forward.answer(
+            key,
+            _question(query),
+            query.edns,
+            done,
+            via=self._upstream_sets[upstreams],
+            check_rebind=self._rebind_checked(query.qname_wire),
+            nxdomain_as_nodata=nxdomain_as_nodata,
+        )
 
     def replace_zones(self, zone_set: dict[dns.name.Name, zones.Zone]) -> None:
         """Serves a new set of local zones (reload); ValueError if one clashes."""
@@ -337,6 +412,29 @@ def _clear_while_alive(table: fastpath.AnswerTable) -> Callable[[], None]:
             alive.clear()
 
     return clear
+
+
+def _single_label(qname_wire: bytes) -> bool:
+    """A name without a dot (one label), e.g. ``nas.``: dnsmasq's domain-needed."""
+    return len(qname_wire) > 1 and qname_wire[0] + 2 == len(qname_wire)
+
+
+def _at_label(name: bytes, suffix: bytes) -> bool:
+    """Whether ``suffix`` starts at a label boundary of ``name`` (both lower-case wire)."""
+    pos = 0
+    cut = len(name) - len(suffix)
+    while pos < cut:
+        pos += 1 + name[pos]
+    return pos == cut
+
+
+def _local_answer(query: wire.Query, outcome: Outcome) -> Answer:
+    """The answer of an outcome that is not forwarded (``--address``, ``--local``, ...)."""
+    if outcome.nxdomain or outcome.rdata is None:
+        return _NXDOMAIN
+    rtype = wire.A if len(outcome.rdata) == 4 else wire.AAAA
+    record = Record(query.qname_wire.lower(), rtype, ADDRESS_TTL, outcome.rdata)
+    return Answer(wire.NOERROR, answer=(record,))
 
 
 def _question(query: wire.Query) -> bytes:

@@ -15,13 +15,14 @@ import dns.name
 
 from gateway.catalog.answers import reverse_address
 from gateway.dns import wire
+from gateway.forward.rules import DomainPolicy
 
 
 class Kind(enum.Enum):
     CATALOG = "catalog"  # under a Consul domain
     REVERSE = "reverse"  # the PTR name of an address the catalog knows
     ZONE = "zone"  # in a local zone
-    FORWARD = "forward"  # everything else
+    FORWARD = "forward"  # everything else (``policy``: under a --server/--address domain)
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +31,8 @@ class Route:
     # The domain or zone origin that matched; the root for REVERSE and FORWARD.
     name: dns.name.Name = dns.name.root
     address: str | None = None  # REVERSE: the address the name encodes
+    # FORWARD under a dnsmasq rule's domain: what its questions get (None: the defaults).
+    policy: DomainPolicy | None = None
 
     @property
     def suffix(self) -> str:
@@ -50,6 +53,13 @@ class Router:
     shadow the catalog by accident: the same suffix twice is an error.
     A reverse name no domain or zone claims goes to the catalog when the
     catalog knows the address (``knows_address``), else it is forwarded.
+
+    dnsmasq's rules (``rules``: ``--server``, ``--local``, ``--address``
+    domains) are FORWARD routes of their own in the same table, so the
+    longest suffix decides between them and local data too. Local data
+    wins: a rule for exactly a Consul domain or a zone origin is left out
+    (``shadowed`` lists them), and a catalog address beats a rule's
+    reverse domain.
     """
 
     def __init__(
@@ -57,6 +67,7 @@ class Router:
         domains: Iterable[str],
         zone_origins: Iterable[dns.name.Name],
         knows_address: Callable[[str], bool] | None = None,
+        rules: Iterable[DomainPolicy] = (),
     ) -> None:
         self._routes: dict[bytes, Route] = {}
         for domain in domains:
@@ -64,6 +75,13 @@ class Router:
             self._add(name, Route(Kind.CATALOG, name))
         for origin in zone_origins:
             self._add(origin, Route(Kind.ZONE, origin))
+        self.shadowed: list[dns.name.Name] = []
+        for policy in rules:
+            key = wire.to_wire(policy.name).lower()
+            if key in self._routes:
+                self.shadowed.append(policy.name)
+            else:
+                self._routes[key] = Route(Kind.FORWARD, policy.name, policy=policy)
         self._knows_address = knows_address
 
     def _add(self, suffix: dns.name.Name, route: Route) -> None:
@@ -80,13 +98,16 @@ class Router:
         name = qname_wire.lower()
         routes = self._routes
         pos = 0
+        found = None
         while name[pos]:  # the root is never a domain or zone here
             found = routes.get(name[pos:])
             if found is not None:
-                return found
+                if found.kind is not Kind.FORWARD:
+                    return found
+                break
             pos += 1 + name[pos]
         if self._knows_address is not None and name.endswith(_REVERSE_SUFFIXES):
             address = reverse_address(wire.name_of(name))
             if address is not None and self._knows_address(address):
                 return Route(Kind.REVERSE, address=address)
-        return FORWARD
+        return found or FORWARD

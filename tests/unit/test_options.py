@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
+import re
 from pathlib import Path
 
 import pytest
@@ -261,3 +262,54 @@ def test_markdown_command_prints_the_table(capsys: pytest.CaptureFixture[str]) -
 def test_values_beyond_the_machine_are_config_errors(name: str, value: object) -> None:
     with pytest.raises(ConfigError, match=f"f.toml: option '{name}'"):
         cfg.convert({name: value}, "f.toml")
+
+
+def test_dnsmasq_rules_as_options() -> None:
+    config = cfg.build(
+        {
+            "server": ["/corp.test/127.0.0.1#5300", "192.0.2.53"],
+            "rev_server": ["10.0.0.0/8,127.0.0.1"],
+            "local": ["/lan/"],
+            "address": ["/ads.test/#"],
+            "rebind_domain_ok": ["/a.test/b.test/", "c.test"],
+        },
+        env={},
+    )
+    assert [r.domains for r in config.server] == [("corp.test",), ()]
+    assert config.rev_server[0].domains == ("10.in-addr.arpa",)
+    assert config.local[0].domains == ("lan",)
+    assert len(config.address[0].addresses) == 2
+    assert config.rebind_domain_ok == ("a.test", "b.test", "c.test")
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"server": ["/x.test/nowhere"]}, "option 'server': '/x.test/nowhere'"),
+        ({"rev_server": ["10.0.0.0/8"]}, "option 'rev_server': '10.0.0.0/8' is not CIDR"),
+        ({"local": ["lan"]}, "option 'local': 'lan' is not /domain/"),
+        ({"address": ["/x/y/"]}, None),  # fine: NXDOMAIN for x and y
+        ({"rebind_domain_ok": ["//"]}, "option 'rebind_domain_ok': '//' names no domain"),
+        ({"strict_order": True, "all_servers": True}, "exclude each other"),
+        ({"neg_ttl": -1}, "option 'neg_ttl': -1 is out of range"),
+    ],
+)
+def test_bad_dnsmasq_rules_name_the_option(values: dict[str, object], message: str | None) -> None:
+    if message is None:
+        cfg.build(values, env={})
+        return
+    with pytest.raises(ConfigError, match=re.escape(message)) as err:
+        cfg.build(values, env={})
+    assert str(err.value).startswith("command line: ")
+
+
+def test_resolv_file_and_no_resolv(tmp_path: Path) -> None:
+    conf = tmp_path / "resolv.conf"
+    conf.write_text("nameserver 192.0.2.7\n")
+    config = cfg.build({"resolv_file": str(conf)}, env={})
+    assert config.resolv and config.poll_resolv
+    assert cfg.with_system_defaults(config).upstream == (Endpoint("192.0.2.7", 53),)
+    off = cfg.build({"resolv_file": str(conf), "resolv": False}, env={})
+    assert cfg.with_system_defaults(off).upstream == ()
+    # An explicit upstream list replaces the resolv file, so it is not watched either.
+    assert not cfg.build({"upstream": ["192.0.2.1"]}, env={}).resolv

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from dataclasses import replace
+
 import dns.message
 import dns.rcode
 import dns.rrset
@@ -209,3 +211,37 @@ def test_opt_before_other_additional_records_is_not_templated() -> None:
     first = last[: extra.start] + opt + last[extra.start : -11]
     assert dns.message.from_wire(first).additional  # legal (RFC 6891), but rare
     assert make_template(first, client_edns=EDNS, payload=1232) is None
+
+
+def test_neg_ttl_and_no_negcache() -> None:
+    """dnsmasq's neg-ttl (negative answers without SOA) and no-negcache."""
+    no_soa = template(response("o.example.", rcode=dns.rcode.NXDOMAIN))
+    with_soa = template(response("n.example.", rcode=dns.rcode.NXDOMAIN, soa=(300, 45)))
+    nodata = template(response("d.example.", soa=(300, 45)))
+    neg_ttl = ForwardCache(replace(POLICY, neg_ttl=20), Clock())
+    assert neg_ttl.put(b"nosoa", no_soa) == 20
+    assert neg_ttl.put(b"soa", with_soa) == 45  # an SOA still decides
+    capped = ForwardCache(replace(POLICY, neg_ttl=5000), Clock())
+    assert capped.put(b"nosoa", no_soa) == 600  # negative_max_ttl bounds it too
+    off = ForwardCache(replace(POLICY, negcache=False, neg_ttl=20), Clock())
+    assert off.put(b"nx", with_soa) is None
+    assert off.put(b"nodata", nodata) is None
+    assert off.put(b"nosoa", no_soa) is None
+    assert off.put(b"yes", template(response("a.example.", 60))) == 60
+
+
+def test_client_max_ttl_caps_what_is_handed_out_not_the_lifetime() -> None:
+    """dnsmasq's max-ttl: clients see at most the cap, the entry lives its real TTL."""
+    clock = Clock()
+    cache = ForwardCache(replace(POLICY, client_max_ttl=10), clock)
+    raw = response("a.example.", 300)
+    made = make_template(raw, client_edns=EDNS, payload=1232)
+    assert made is not None
+    assert dns.message.from_wire(cache.for_client(*made)).answer[0].ttl == 10
+    assert cache.put(b"k", made[0]) == 300
+    for elapsed, seen in ((0, 10), (100.5, 10), (295.5, 5)):
+        clock.now = 1000.0 + elapsed
+        hit = cache.fresh(b"k")
+        assert hit is not None and dns.message.from_wire(hit).answer[0].ttl == seen
+    uncapped = ForwardCache(POLICY, clock)
+    assert dns.message.from_wire(uncapped.for_client(*made)).answer[0].ttl == 300

@@ -7,6 +7,7 @@ import dns.reversename
 import pytest
 
 from gateway.dns import wire
+from gateway.forward.rules import build_rules, parse_server
 from gateway.server.router import Kind, Router
 
 
@@ -54,3 +55,31 @@ def test_reverse_route_carries_the_address() -> None:
 def test_the_same_suffix_twice_is_an_error() -> None:
     with pytest.raises(ValueError, match="'consul' is both catalog and zone"):
         Router(["consul"], [name("consul")])
+
+
+def test_rule_domains_route_by_the_longest_suffix() -> None:
+    rules = build_rules(
+        [
+            parse_server("/example/127.0.0.1#5300"),
+            parse_server("/in.b.example/::1"),
+            parse_server("/consul/127.0.0.1#8600"),  # the catalog's domain: the catalog wins
+            parse_server("/100.51.198.in-addr.arpa/127.0.0.1#5300"),
+        ],
+        [],
+    )
+    router = Router(
+        ["consul"], [name("b.example")], lambda address: address == "198.51.100.7", rules.policies
+    )
+    assert router.shadowed == [name("consul")]
+    by_rule = router.route(wire.to_wire("www.EXAMPLE"))
+    assert by_rule.kind is Kind.FORWARD and by_rule.suffix == "example"
+    assert by_rule.policy is not None and by_rule.policy.other.upstreams == 1
+    assert router.route(wire.to_wire("a.b.example")).kind is Kind.ZONE  # longer than the rule
+    deeper = router.route(wire.to_wire("x.in.b.example"))  # longer than the zone
+    assert deeper.kind is Kind.FORWARD and deeper.suffix == "in.b.example"
+    assert router.route(wire.to_wire("web.service.consul")).kind is Kind.CATALOG
+    # A catalog address beats a rule's reverse domain; other addresses follow the rule.
+    assert router.route(wire.to_wire("7.100.51.198.in-addr.arpa")).kind is Kind.REVERSE
+    other = router.route(wire.to_wire("8.100.51.198.in-addr.arpa"))
+    assert other.kind is Kind.FORWARD and other.policy is not None
+    assert router.route(wire.to_wire("www.example.com")).policy is None
