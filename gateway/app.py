@@ -57,6 +57,8 @@ STOP_POLL_S = 0.02
 TCP_CLOSE_MIN_S = 0.5
 # systemd shows STATUS= in one line of `systemctl status`.
 STATUS_MAX_CHARS = 200
+# The signals that stop (TERM, INT) and reload (HUP) the gateway.
+CONTROL_SIGNALS = frozenset({signal.SIGTERM, signal.SIGINT, signal.SIGHUP})
 
 
 def read_catalog(config: Config) -> Snapshot:
@@ -435,6 +437,7 @@ class Server:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, stop.set)
             loop.add_signal_handler(signal.SIGHUP, reloader.request)
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, CONTROL_SIGNALS)  # see _fork
             # Start-up objects (zones, static catalog, modules) never die: freeze
             # them out of the cyclic GC so its full passes stay short under load.
             gc.collect()
@@ -737,6 +740,7 @@ async def watch_for_workers(config: Config, socks: list[socket.socket]) -> None:
         loop.add_signal_handler(sig, stop.set)
     # SIGHUP reloads the workers' files; with Consul, catalog files are read at start only.
     loop.add_signal_handler(signal.SIGHUP, lambda: None)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, CONTROL_SIGNALS)  # see _fork
     metrics = Metrics()
     source = build_source(config, read_catalog(config) if config.catalog is not None else None)
     if hasattr(source, "register_metrics"):
@@ -749,6 +753,10 @@ def _fork(name: str, body: Callable[[], None]) -> int:
     """A child process running ``body``; exits 1 when it raises."""
     pid = os.fork()
     if pid == 0:
+        # Until its event loop handles them, a child holds the signals the
+        # parent forwards: SIGTERM or SIGHUP while it starts would otherwise
+        # kill it (their default action) and the gateway would exit 1.
+        signal.pthread_sigmask(signal.SIG_BLOCK, CONTROL_SIGNALS)
         code = 0
         try:
             body()

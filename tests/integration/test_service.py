@@ -92,7 +92,8 @@ def test_workers_share_the_passed_sockets() -> None:
                 for _ in range(4):  # whichever worker the kernel wakes
                     reply = query(gw.host, port, "db.service.consul", "A", tcp=tcp)
                     assert {rr.address for rr in reply.answer[0]} == {DB_ADDRESS}
-            assert gw.stop() == 0
+            code = gw.stop()
+            assert code == 0, gw.log_tail()
         notify.wait_for("STOPPING=1")
 
 
@@ -220,11 +221,14 @@ def test_ready_comes_once_the_first_consul_view_is_in() -> None:
 def test_ready_with_workers_comes_once_the_shared_view_is_in() -> None:
     with ConsulAgent() as agent, NotifyListener() as notify:
         # A first-query timeout far beyond the wait: READY can only come from the view.
-        args = ("--workers", "2", "--consul-first-query-timeout", "30")
-        with ConsulGateway(agent.http_addr, "127.0.0.1:9", *args, env=notify.env) as gw:
+        # GatewayProcess, not ConsulGateway: worker 1's metrics port (+1) is not reserved.
+        args = ("--consul", agent.http_addr, "--upstream", "127.0.0.1:9", "--workers", "2",
+                "--consul-first-query-timeout", "30")  # fmt: skip
+        with GatewayProcess(*args, env=notify.env, probe_name="consul.") as gw:
             notify.wait_for("READY=1", timeout=20)  # worker 0, fed by the watcher process
             assert "no Consul view after" not in gw.log_text()
-            assert gw.stop() == 0
+            code = gw.stop()
+            assert code == 0, gw.log_tail()
 
 
 def test_ready_comes_after_the_first_query_timeout_when_consul_is_away() -> None:
