@@ -167,7 +167,7 @@ def run(changes: int, idle_s: float, setup: Setup) -> int:
                 )
             time.sleep(0.5)  # let the first fetch's follow-up blocking reads go out
             steps = cycle(agent)
-            before = gw.metrics()["consul_http_requests"]
+            before = gw.metrics()["consul_http_requests_total"]
             took_ms: dict[str, list[float]] = {step.label: [] for step in steps}
             for i in range(changes):
                 step = steps[i % len(steps)]
@@ -177,12 +177,12 @@ def run(changes: int, idle_s: float, setup: Setup) -> int:
                 took_ms[step.label].append((time.perf_counter() - start) * 1000)
             time.sleep(0.5)  # the last change's follow-up reads
             metrics = gw.metrics()
-            per_change = (metrics["consul_http_requests"] - before) / changes
+            per_change = (metrics["consul_http_requests_total"] - before) / changes
 
-            idle_start = metrics["consul_http_requests"]
+            idle_start = metrics["consul_http_requests_total"]
             time.sleep(idle_s)
             idle = gw.metrics()
-            idle_requests = idle["consul_http_requests"] - idle_start
+            idle_requests = idle["consul_http_requests_total"] - idle_start
             assert gw.pid is not None
             consul_port = int(agent.http_addr.rsplit(":", 1)[1])
             held = tcp_connections_to(consul_port, process_tree(gw.pid))

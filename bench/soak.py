@@ -173,9 +173,12 @@ def _repeat(stop: threading.Event, every: float, action: Callable[[], None]) -> 
 
 
 # Metrics worth reporting (counters of failures, plus what shows the work done).
+_STALE_SERVED = 'cache_stale_answers_total{reason="upstream_failed"}'
 _METRICS = (
-    "internal_errors", "formerr", "slow", "forwarded", "cache_hits", "stale_served",
-    "truncated", "forward_timeouts", "forward_failed", "forward_spoofed", "forward_overload",
+    "internal_errors_total", "formerr_total", "slow_total", "cache_misses_total",
+    "cache_hits_total", _STALE_SERVED, "truncated_total",
+    "forward_timeouts_total", "forward_failed_total", "forward_spoofed_total",
+    "forward_overload_total",
 )  # fmt: skip
 
 
@@ -257,7 +260,12 @@ def run(minutes: float, qps: int, seed: int) -> Report:
             )
             metrics = gw.metrics()
             report.metrics = {k: metrics.get(k, 0.0) for k in _METRICS}
-            report.metrics.update({k: v for k, v in metrics.items() if k.startswith("rcode_")})
+            rcodes: dict[str, float] = {}
+            for k, v in metrics.items():
+                if k.startswith("responses_total{"):
+                    rcode = k.split('rcode="', 1)[1].split('"', 1)[0]
+                    rcodes[f"rcode_{rcode}"] = rcodes.get(f"rcode_{rcode}", 0.0) + v
+            report.metrics.update(rcodes)
             text = gw.log_text()
         summary = LogSummary.of(text)
         report.log_errors = summary.errors
@@ -310,8 +318,8 @@ def markdown(report: Report) -> str:
         ("catalog churn", ", ".join(f"{k} {v:,}" for k, v in sorted(report.churn.items()))),
         ("upstream flaps (Knot stopped, restarted)", f"{report.flaps}"),
         ("internal_errors / stale_served / forward timeouts",
-         f"{m.get('internal_errors', 0):,.0f} / {m.get('stale_served', 0):,.0f} / "
-         f"{m.get('forward_timeouts', 0):,.0f}"),
+         f"{m.get('internal_errors_total', 0):,.0f} / "
+         f"{m.get(_STALE_SERVED, 0):,.0f} / {m.get('forward_timeouts_total', 0):,.0f}"),
         ("log: ERROR / WARNING lines / tracebacks",
          f"{report.log_errors} / {report.log_warnings} / {report.tracebacks}"),
     ]  # fmt: skip

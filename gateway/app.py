@@ -14,16 +14,17 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import dns.name
 
+from gateway import metrics as m
 from gateway.cache.store import CachePolicy, ForwardCache
 from gateway.catalog import static as static_catalog
 from gateway.catalog.model import Snapshot
 from gateway.catalog.source import CatalogSource, StaticSource
 from gateway.errors import StartupError
-from gateway.forward.forwarder import Forwarder, Mode
+from gateway.forward.forwarder import Forwarder, Mode, UpstreamStats
 from gateway.forward.resolv import ResolvWatcher, standard_upstreams
 from gateway.forward.rules import ForwardRules, build_rules
 from gateway.metrics import Metrics, serve_http
@@ -128,6 +129,7 @@ class Answering:
     zone_set: dict[dns.name.Name, zones.Zone]
     domain_forwarders: tuple[Forwarder, ...] = ()  # --server=/domain/... upstream sets
     resolv_watcher: ResolvWatcher | None = None  # --poll-resolv
+    upstream_stats: dict[str, UpstreamStats] = field(default_factory=dict)
 
     @property
     def forwarders(self) -> tuple[Forwarder, ...]:
@@ -190,8 +192,13 @@ def build_answering(
     rules = forward_rules(config)
     standard = standard_upstreams(config.upstream, rules.default_servers)
     watch = config.resolv and config.poll_resolv
-    forwarder = _forwarder(config, standard) if standard or watch else None
-    domain_forwarders = tuple(_forwarder(config, servers) for servers in rules.upstream_sets[1:])
+    # One upstream's figures, whichever forwarders ask it (per-domain upstreams),
+    # kept across reloads: the counters go on, the metric family is made once.
+    upstream_stats = previous.upstream_stats if previous is not None else {}
+    forwarder = _forwarder(config, standard, upstream_stats) if standard or watch else None
+    domain_forwarders = tuple(
+        _forwarder(config, servers, upstream_stats) for servers in rules.upstream_sets[1:]
+    )
     policy = _cache_policy(config)
     if previous is not None and _cache_policy(previous.config) == policy:
         cache = previous.cache
@@ -215,7 +222,7 @@ def build_answering(
             if made is not None:
                 made.close()
         raise ConfigError(f"option 'zones' ({config.zones}): {exc}") from None
-    _wire_metrics(metrics, cache, forwarder)
+    _wire_metrics(metrics, cache, forwarder, upstream_stats, families=previous is None)
     resolv_watcher = None
     if watch and forwarder is not None:
         resolv_watcher = ResolvWatcher(
@@ -225,7 +232,7 @@ def build_answering(
     gate = _gate(config, resolver, metrics, log_it=log_it)
     return Answering(
         config, resolver, forwarder, cache, gate, TcpLimits.from_config(config), zone_set,
-        domain_forwarders, resolv_watcher,
+        domain_forwarders, resolv_watcher, upstream_stats,
     )  # fmt: skip
 
 
@@ -251,8 +258,10 @@ async def serve(
     source = build_source(config, files.catalog, watcher)
     answering = build_answering(config, source, files.zone_set, metrics, log_it=worker == 0)
     tcp = TcpServer(answering.resolver, answering.tcp_limits, gate=answering.gate)
-    metrics.gauge("tcp_connections", lambda: tcp.connections)
-    metrics.gauge("tcp_queued_bytes", lambda: tcp.queued_bytes)
+    metrics.gauge("tcp_connections", lambda: tcp.connections, "Open client TCP connections.")
+    metrics.gauge(
+        "tcp_queued_bytes", lambda: tcp.queued_bytes, "Reply bytes queued for TCP clients."
+    )
     if hasattr(source, "register_metrics"):
         source.register_metrics(metrics)
     server = Server(answering, source, tcp, metrics, notifier or Notifier(None), worker)
@@ -264,7 +273,9 @@ def forward_rules(config: Config) -> ForwardRules:
     return build_rules((*config.server, *config.rev_server, *config.local), config.address)
 
 
-def _forwarder(config: Config, upstreams: tuple[Endpoint, ...]) -> Forwarder:
+def _forwarder(
+    config: Config, upstreams: tuple[Endpoint, ...], upstream_stats: dict[str, UpstreamStats]
+) -> Forwarder:
     mode = Mode.STRICT if config.strict_order else Mode.ALL if config.all_servers else Mode.ORDERED
     return Forwarder(
         asyncio.get_running_loop(),
@@ -273,6 +284,7 @@ def _forwarder(config: Config, upstreams: tuple[Endpoint, ...]) -> Forwarder:
         deadline=config.forward_deadline,
         max_inflight=config.forward_max_inflight,
         mode=mode,
+        upstream_stats=upstream_stats,
     )
 
 
@@ -309,19 +321,77 @@ def _gate(config: Config, resolver: Resolver, metrics: Metrics, *, log_it: bool)
             "" if config.limit_loopback else " (not for loopback)",
         )
     if limiter is not None:
-        metrics.gauge("rrl_accounts", lambda: len(limiter))
+        metrics.gauge(
+            "rrl_accounts", lambda: len(limiter), "Client networks the rate limiter tracks."
+        )
     limits = UdpLimits(limiter, config.max_amplification, metrics.counters)
     return Gate(resolver, policy, limits, drop_denied=config.refuse_action == "drop")
 
 
-def _wire_metrics(metrics: Metrics, cache: ForwardCache, forwarder: Forwarder | None) -> None:
-    metrics.gauge("cache_entries", lambda: len(cache))
-    metrics.gauge("cache_bytes", lambda: cache.bytes)
-    metrics.gauge("cache_evictions", lambda: cache.evicted)
+def _wire_metrics(
+    metrics: Metrics,
+    cache: ForwardCache,
+    forwarder: Forwarder | None,
+    upstream_stats: dict[str, UpstreamStats],
+    *,
+    families: bool,
+) -> None:
+    """The gauges of these parts (a reload's replace the old ones by name); ``families``:
+    also the per-upstream families, made once (they read ``upstream_stats`` as it grows)."""
+    metrics.gauge("cache_entries", lambda: len(cache), "Forwarded answers in the cache.")
+    metrics.gauge("cache_bytes", lambda: cache.bytes, "Estimated bytes of the cached answers.")
+    metrics.counter(
+        "cache_evictions", lambda: cache.evicted, "Cached answers evicted to stay within bounds."
+    )
     if forwarder is not None:
-        metrics.gauge("forward_inflight", lambda: forwarder.inflight)
+        metrics.gauge(
+            "forward_inflight", lambda: forwarder.inflight, "Questions waiting for an upstream."
+        )
         for name in forwarder.stats:
-            metrics.gauge(f"forward_{name}", lambda n=name: forwarder.stats[n])  # type: ignore[misc]
+            metrics.counter(f"forward_{name}", lambda n=name: forwarder.stats[n])  # type: ignore[misc]
+    if families:
+        metrics.family(lambda: _upstream_families(upstream_stats))
+
+
+def _upstream_families(upstream_stats: dict[str, UpstreamStats]) -> list[m.Metric]:
+    """Per-upstream queries, answers, failures and round-trip times."""
+    stats = [upstream_stats[name] for name in sorted(upstream_stats)]
+    return [
+        m.counter_family(
+            "upstream_queries",
+            "Queries sent to each upstream, by transport.",
+            ("upstream", "transport"),
+            [((u.name, "udp"), u.udp_queries) for u in stats]
+            + [((u.name, "tcp"), u.tcp_queries) for u in stats],
+        ),
+        m.counter_family(
+            "upstream_answers",
+            "Usable answers from each upstream.",
+            ("upstream",),
+            [((u.name,), u.answers) for u in stats],
+        ),
+        m.counter_family(
+            "upstream_failures",
+            "Upstream queries that gave no usable answer, by reason.",
+            ("upstream", "reason"),
+            [
+                ((u.name, reason), count)
+                for u in stats
+                for reason, count in (
+                    ("timeout", u.timeouts),
+                    ("error_reply", u.error_replies),
+                    ("malformed", u.malformed),
+                    ("send_error", u.send_errors),
+                )
+            ],
+        ),
+        m.histogram_family(
+            "upstream_rtt_seconds",
+            "Time from sending a query to an upstream to its usable answer.",
+            ("upstream",),
+            [((u.name,), u.rtt) for u in stats],
+        ),
+    ]
 
 
 def _describe_upstreams(forwarder: Forwarder | None) -> str:
@@ -401,6 +471,9 @@ class Server:
         # Replaced answerings whose forwarders may still have queries out.
         self.retired: list[Answering] = []
         self._watchdog: asyncio.TimerHandle | None = None
+        # /ready: listeners open and the catalog source started; no longer once stopping.
+        self._serving = False
+        metrics.readiness("listeners", lambda: self._serving)
 
     @property
     def config(self) -> Config:
@@ -427,13 +500,19 @@ class Server:
                 mhost, mport = config.metrics_listen.host, config.metrics_listen.port
                 mport = mport + self.worker if mport else 0
                 http_servers.append(await serve_http(self.metrics, mhost, mport))
-                log.info("metrics of worker %d on http://%s:%d/metrics", self.worker, mhost, mport)
+                log.info(
+                    "metrics of worker %d on http://%s:%d/metrics (and /health, /ready)",
+                    self.worker,
+                    mhost,
+                    mport,
+                )
             if config.user is not None:
                 # Every socket is bound and nothing has been read from one yet.
                 privileges.drop(privileges.resolve(config.user, config.group))
             self._listen(bound, from_systemd=bool(passed))
             await self.source.start()
             self.answering.start()
+            self._serving = True
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, stop.set)
             loop.add_signal_handler(signal.SIGHUP, reloader.request)
@@ -574,6 +653,7 @@ class Server:
         """SIGTERM: stop reading, answer what is in flight, close TCP after its replies."""
         loop = asyncio.get_running_loop()
         config = self.config
+        self._serving = False
         self.notifier.stopping("stopping: answering queries in flight")
         for _, udp in self.udp:
             udp.pause()  # the socket stays open for the replies still owed

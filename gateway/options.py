@@ -1009,7 +1009,10 @@ class Config:
     metrics_listen: Endpoint | None = field(
         default=None,
         metadata=declare(
-            _endpoint, "Prometheus text metrics over HTTP", metavar="HOST:PORT", default_text="off"
+            _endpoint,
+            "HTTP endpoint: Prometheus metrics at /metrics, /health and /ready",
+            metavar="HOST:PORT",
+            default_text="off",
         ),
     )
 

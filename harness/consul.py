@@ -323,6 +323,28 @@ class ConsulClient:
     def delete_prepared_query(self, query_id: str) -> None:
         self.request("DELETE", f"/v1/query/{_q(query_id)}")
 
+    # Cluster peering (both agents started with ``peering=True``).
+    def peer_with(self, other: ConsulClient, name: str, *, as_name: str) -> None:
+        """Peers this cluster with ``other``: ``other`` is peer ``name`` here, and
+        this cluster is peer ``as_name`` there. Returns once the token is accepted;
+        use :meth:`export_services` on ``other`` and wait for the import."""
+        token = self.request("POST", "/v1/peering/token", {"PeerName": name})["PeeringToken"]
+        other.request("POST", "/v1/peering/establish", {"PeerName": as_name, "PeeringToken": token})
+
+    def export_services(self, services: Sequence[str], peer: str) -> None:
+        """Exports ``services`` of this cluster to ``peer`` (config entry ``exported-services``)."""
+        consumers = [{"Peer": peer}]
+        body = {
+            "Kind": "exported-services",
+            "Name": "default",
+            "Services": [{"Name": name, "Consumers": consumers} for name in services],
+        }
+        self.put("/v1/config", body)
+
+    def config_entry(self, entry: Mapping[str, Any]) -> None:
+        """Writes a config entry (``Kind``, ``Name`` and its fields)."""
+        self.put("/v1/config", dict(entry))
+
     # Kept as a method too so tests holding only an agent need no extra import.
     wait_for = staticmethod(wait_for)
 
@@ -355,8 +377,11 @@ class ConsulAgent(ConsulClient, ServerProcess):
         start_timeout: float = DEFAULT_START_TIMEOUT,
         dev: bool = True,
         extra_args: Sequence[str] = (),
+        peering: bool = False,
     ) -> None:
+        """``peering`` opens the gRPC TLS port cluster peering needs (on a free port)."""
         self.node_name = node_name
+        self.peering = peering
         self.label = f"consul agent {node_name}"
         self.datacenter = "dc1"
         self.hcl = list(hcl)
@@ -385,7 +410,8 @@ class ConsulAgent(ConsulClient, ServerProcess):
             self.serf_lan_port,
             self.serf_wan_port,
             self.server_port,
-        ) = free_ports(5)
+            self.grpc_tls_port,
+        ) = free_ports(6)
         self.port = self.dns_port
         self.http_addr = f"http://{LOOPBACK}:{self.http_port}"
 
@@ -413,9 +439,10 @@ class ConsulAgent(ConsulClient, ServerProcess):
             f"-serf-lan-port={self.serf_lan_port}",
             f"-serf-wan-port={self.serf_wan_port}",
             f"-server-port={self.server_port}",
-            # gRPC (xDS for Connect) is not needed and would take fixed ports 8502/8503.
+            # gRPC (xDS for Connect) is not needed and would take fixed ports 8502/8503;
+            # peering streams over the TLS one.
             "-grpc-port=-1",
-            "-grpc-tls-port=-1",
+            f"-grpc-tls-port={self.grpc_tls_port if self.peering else -1}",
             f"-log-level={self.log_level}",
             f"-data-dir={self.data_dir}",
             # No call home from tests (the -dev default, spelt out for real servers).

@@ -7,14 +7,17 @@ reading its metrics endpoint.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import sys
+import urllib.error
 import urllib.request
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from harness.ports import LOOPBACK, free_port, host_port
+from prometheus_client.metrics_core import Metric
+from prometheus_client.parser import text_string_to_metric_families
+
+from harness.ports import LOOPBACK, free_port_run, host_port
 from harness.process import DnsServerProcess
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -35,19 +38,39 @@ _BLANK_CONSUL_ENV = {
 METRIC_PREFIX = "dns_gateway_"
 
 
-def scrape_metrics(addr: str, timeout: float = 5.0) -> dict[str, float]:
-    """The Prometheus text at ``http://addr/metrics`` as ``{full metric name: value}``."""
+def http_get(addr: str, path: str, timeout: float = 5.0) -> tuple[int, str]:
+    """(status, body) of ``GET http://addr/path``; error statuses are returned, not raised."""
     # No proxies: a proxy from the environment must never see loopback traffic.
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    with opener.open(f"http://{addr}/metrics", timeout=timeout) as resp:
-        text = resp.read().decode()
-    values: dict[str, float] = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            name, _, value = line.rpartition(" ")
-            with contextlib.suppress(ValueError):
-                values[name] = float(value)
-    return values
+    try:
+        with opener.open(f"http://{addr}{path}", timeout=timeout) as resp:
+            return int(resp.status), resp.read().decode()
+    except urllib.error.HTTPError as exc:
+        return int(exc.code), exc.read().decode(errors="replace")
+
+
+def scrape_families(addr: str, timeout: float = 5.0) -> list[Metric]:
+    """The Prometheus text at ``http://addr/metrics``, parsed by ``prometheus_client``."""
+    status, text = http_get(addr, "/metrics", timeout)
+    if status != 200:
+        raise RuntimeError(f"GET http://{addr}/metrics: HTTP {status}: {text[:200]}")
+    return list(text_string_to_metric_families(text))
+
+
+def sample_key(name: str, labels: Mapping[str, str]) -> str:
+    """``name{a="x",b="y"}`` with labels sorted (no labels: the bare name)."""
+    if not labels:
+        return name
+    return name + "{" + ",".join(f'{k}="{v}"' for k, v in sorted(labels.items())) + "}"
+
+
+def scrape_metrics(addr: str, timeout: float = 5.0) -> dict[str, float]:
+    """Every sample at ``http://addr/metrics`` as ``{full name{labels}: value}``."""
+    return {
+        sample_key(sample.name, sample.labels): sample.value
+        for family in scrape_families(addr, timeout)
+        for sample in family.samples
+    }
 
 
 class GatewayProcess(DnsServerProcess):
@@ -107,7 +130,9 @@ class ConsulGateway(GatewayProcess):
         log_path: Path | None = None,
         probe_name: str = "consul.",
     ) -> None:
-        self.metrics_port = free_port()
+        # Worker i serves its metrics on this port + i: all of them free.
+        workers = int(args[args.index("--workers") + 1]) if "--workers" in args else 1
+        self.metrics_port = free_port_run(workers)
         super().__init__(
             "--consul",
             consul_addr,
@@ -128,7 +153,8 @@ class ConsulGateway(GatewayProcess):
 
     def metrics(self, worker: int = 0) -> dict[str, float]:
         """The metrics of ``worker`` (``--workers``: worker i serves metrics port + i) as
-        {name without the dns_gateway_ prefix: value}."""
+        {sample name without the dns_gateway_ prefix, with its labels: value}, e.g.
+        ``access_refused_total`` or ``queries_total{transport="udp"}``."""
         scraped = scrape_metrics(f"{LOOPBACK}:{self.metrics_port + worker}")
         return {
             name.removeprefix(METRIC_PREFIX): value

@@ -45,3 +45,29 @@ def free_ports(count: int, host: str = LOOPBACK) -> list[int]:
         if port not in ports:
             ports.append(port)
     return ports
+
+
+def free_port_run(count: int, host: str = LOOPBACK) -> int:
+    """The first of ``count`` consecutive TCP ports free on ``host`` right now.
+
+    ``--workers N`` serves worker i's metrics on the metrics port + i: every one
+    of them must be free, not only the first (a taken one stops that worker).
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    for _ in range(100):
+        base = free_port(host)
+        if base + count - 1 > 65535:
+            continue
+        held: list[socket.socket] = []
+        try:
+            for port in range(base, base + count):
+                sock = socket.socket(family, socket.SOCK_STREAM)
+                held.append(sock)
+                sock.bind((host, port))
+        except OSError:
+            continue
+        finally:
+            for sock in held:
+                sock.close()
+        return base
+    raise RuntimeError(f"no {count} consecutive free ports found on {host}")

@@ -70,7 +70,7 @@ class CachePolicy:
 # latency under cache misses). The slots are named here, once; the fast path
 # (gateway.dns.fastpath) reads them by these names. ``Final`` int constants
 # keep mypy's per-slot types precise.
-CachedAnswer = tuple[bytes, int, bytes, bytes, float, float, float]
+CachedAnswer = tuple[bytes, int, bytes, bytes, float, float, float, int]
 WIRE: Final = 0  # the template with TTLs as of AGE
 AGE: Final = 1  # whole seconds since stored, as patched into WIRE
 BASE: Final = 2  # the template as stored
@@ -78,6 +78,7 @@ PLACES: Final = 3  # packed (offset, original TTL) pairs
 STORED: Final = 4  # clock time when stored
 EXPIRES: Final = 5  # clock time when it stops being fresh
 STALE_UNTIL: Final = 6  # end of the serve-stale window (RFC 8767)
+TALLY: Final = 7  # the answer's slot in the metrics' answer tally (fast-path hits count there)
 _TTL_PLACE = struct.Struct("!HI")
 
 
@@ -105,6 +106,7 @@ def aged(entry: CachedAnswer, age: int, cap: int = 0) -> CachedAnswer:
         entry[STORED],
         entry[EXPIRES],
         entry[STALE_UNTIL],
+        entry[TALLY],
     )
 
 
@@ -126,6 +128,9 @@ class ForwardCache:
         self.entries: OrderedDict[bytes, CachedAnswer] = OrderedDict()
         self.bytes = 0  # estimated bytes of the entries (entry_bytes), a metric
         self.evicted = 0  # entries dropped to stay within the bounds, a metric
+        # The answer-tally slot of a response stored under a key (its qtype and
+        # rcode); the metrics set it (Metrics.tally), 0 counts nowhere.
+        self.tally_of: Callable[[bytes, bytes], int] = _no_tally
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -207,7 +212,9 @@ class ForwardCache:
         now = self.clock()
         places = b"".join(_TTL_PLACE.pack(offset, ttl) for offset, ttl in ttls)
         expires = now + lifetime
-        entry = (template, 0, template, places, now, expires, expires + self._policy.serve_stale)
+        stale_until = expires + self._policy.serve_stale
+        tally = self.tally_of(key, template)
+        entry = (template, 0, template, places, now, expires, stale_until, tally)
         if self._policy.client_max_ttl:
             entry = aged(entry, 0, self._policy.client_max_ttl)
         entries = self.entries
@@ -223,6 +230,15 @@ class ForwardCache:
             self.bytes -= entry_bytes(evicted_key, evicted)
             self.evicted += 1
         return lifetime
+
+
+def _no_tally(key: bytes, template: bytes) -> int:
+    return 0
+
+
+def key_qtype(key: bytes) -> int:
+    """The query type in a fast-path key (name, qtype, qclass, one EDNS byte)."""
+    return (key[-5] << 8) | key[-4]
 
 
 def cacheable(

@@ -10,7 +10,13 @@ asks again).
 Name forms follow Consul's DNS interface (agent/dns.go in v1.16):
 ``<svc>.service``, ``<tag>.<svc>.service``, ``_<svc>._<tag|tcp|udp>.service``,
 ``<node>.node``, ``<query>.query``, ``<hex>.addr``, each with an optional
-datacenter label, under the domain or the alt domain.
+datacenter (``.<dc>`` or ``.<dc>.dc``), under the domain or the alt domain;
+``[<tag>.]<svc>.connect`` and ``[<tag>.]<svc>.ingress`` (Connect-capable
+instances, ingress gateways) with an optional datacenter;
+``<svc>.virtual[.<peer>]`` (the virtual IP); ``<svc>.service.<peer>.peer``
+(a cluster peer's instances). The Enterprise labels ``<ns>.ns`` and
+``<partition>.ap`` are accepted with CE's only values, ``default``; any
+other namespace or partition does not exist here (NXDOMAIN).
 """
 
 from __future__ import annotations
@@ -26,6 +32,8 @@ import dns.name
 import dns.reversename
 
 from gateway.catalog.model import (
+    CONNECT,
+    INGRESS,
     KINDS,
     PASSING,
     STATUS_RANK,
@@ -33,6 +41,8 @@ from gateway.catalog.model import (
     Instance,
     Node,
     Snapshot,
+    peer_locality,
+    peer_of,
 )
 from gateway.catalog.source import CatalogUnavailable
 from gateway.dns import wire
@@ -42,10 +52,15 @@ from gateway.options import Config
 
 @dataclass(frozen=True, slots=True)
 class NeedService:
-    """The view has not fetched this service yet: fetch, then ask again."""
+    """The view has not fetched this service yet: fetch, then ask again.
+
+    ``kind`` is the health endpoint: "service", ``CONNECT`` or ``INGRESS``;
+    ``datacenter`` may name a cluster peer (``peer_locality``).
+    """
 
     datacenter: str
     name: str
+    kind: str = "service"
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +73,11 @@ class NeedQuery:
 
 Outcome = Answer | NeedService | NeedQuery
 
+
+# Consul CE has one namespace and one partition, both called this.
+CE_DEFAULT = "default"
+# The Enterprise locality labels, in the order they may appear.
+_ENTERPRISE_LABELS = ("ns", "ap")
 
 _IPV4_REVERSE = dns.name.from_text("in-addr.arpa.")
 _IPV6_REVERSE = dns.name.from_text("ip6.arpa.")
@@ -87,11 +107,17 @@ class CatalogAnswerer:
     """Answers names under the Consul domain(s) from a snapshot. No I/O."""
 
     def __init__(
-        self, config: Config, *, on_service: Callable[[str, str], None] | None = None
+        self,
+        config: Config,
+        *,
+        on_service: Callable[[str, str], None] | None = None,
+        on_endpoint: Callable[[str, str, str], None] | None = None,
     ) -> None:
         self._config = config
-        # Told (datacenter, name) of every service looked up: CatalogSource.touch.
+        # Told (datacenter, name) of every service looked up: CatalogSource.touch;
+        # (kind, datacenter, name) of every connect/ingress one: touch_endpoint.
         self._on_service = on_service
+        self._on_endpoint = on_endpoint
 
     def soa(self, domain: str, serial: int) -> Record:
         c = self._config
@@ -120,11 +146,15 @@ class CatalogAnswerer:
         if kind_at < 0:
             return self._negative(wire.NXDOMAIN, domain, snap)
         kind, head, tail = rel[kind_at], rel[:kind_at], rel[kind_at + 1 :]
-        dc = self._datacenter(tail)
+        if kind == "virtual":
+            return self._virtual(snap, query, domain, head, tail)
+        dc = self._locality(tail, peers=kind == "service")
         if dc is None:
             return self._negative(wire.NXDOMAIN, domain, snap)
         if kind == "service":
             return self._service(snap, query, domain, dc, head)
+        if kind in (CONNECT, INGRESS):
+            return self._endpoint(snap, query, domain, kind, dc, head)
         if kind == "node":
             return self._node(snap, query, domain, dc, head)
         if kind == "addr":
@@ -142,13 +172,24 @@ class CatalogAnswerer:
         records = tuple(Record(owner, wire.PTR, ttl, wire.to_wire(f"{n}.{domain}")) for n in names)
         return Answer(wire.NOERROR, answer=records)
 
-    def _datacenter(self, tail: list[str]) -> str | None:
-        if not tail:
+    def _locality(self, tail: list[str], *, peers: bool = False) -> str | None:
+        """The datacenter (or, with ``peers``, ``peer_locality``) the labels
+        right of the kind name, or None when they name nothing here.
+
+        Forms: nothing, ``<dc>``, ``<dc>.dc``, ``<peer>.peer``, each after an
+        optional ``<ns>.ns`` and ``<partition>.ap`` that must be CE's defaults.
+        """
+        labels = _strip_enterprise(tail)
+        if labels is None:
+            return None
+        if not labels:
             return self._config.datacenter
-        if len(tail) == 1:
-            return tail[0]
-        if len(tail) == 2 and tail[1] == "dc":
-            return tail[0]
+        if len(labels) == 1 and len(labels) == len(tail):
+            return labels[0]  # the bare <dc> form takes no ns/ap labels
+        if len(labels) == 2 and labels[1] == "dc":
+            return labels[0]
+        if peers and len(labels) == 2 and labels[1] == "peer":
+            return peer_locality(labels[0])
         return None
 
     def _apex(self, snap: Snapshot, query: wire.Query, domain: str) -> Answer:
@@ -191,6 +232,78 @@ class CatalogAnswerer:
         return self._instances_answer(
             query, domain, dc, healthy, self._config.ttl_for_service(name), snap
         )
+
+    def _endpoint(
+        self, snap: Snapshot, query: wire.Query, domain: str, kind: str, dc: str, head: list[str]
+    ) -> Outcome:
+        """``[<tag>.]<svc>.connect`` / ``.ingress``: answered like a service from
+        that health endpoint's instances (Connect proxies and native services,
+        or the ingress gateways exposing the service). No RFC 2782 form, as in
+        Consul."""
+        if len(head) == 1:
+            name, tag = head[0], None
+        elif len(head) == 2:
+            tag, name = head
+        else:
+            return self._negative(wire.NXDOMAIN, domain, snap)
+        found = self._endpoint_instances(snap, kind, dc, name)
+        if found is None:
+            return NeedService(dc, name, kind)
+        healthy = self.healthy(found, tag)
+        if not healthy:
+            return self._negative(wire.NXDOMAIN, domain, snap)
+        return self._instances_answer(
+            query, domain, dc, healthy, self._config.ttl_for_service(name), snap
+        )
+
+    def _endpoint_instances(
+        self, snap: Snapshot, kind: str, dc: str, name: str
+    ) -> tuple[Instance, ...] | None:
+        """The kind's instances of (dc, name); None: fetch them first."""
+        found = snap.endpoints.get(kind, {}).get((dc, name))
+        if self._on_endpoint is not None:
+            self._on_endpoint(kind, dc, name)
+        if found is None and snap.complete:
+            return ()  # a static catalog holds no Connect data
+        return found
+
+    def _virtual(
+        self, snap: Snapshot, query: wire.Query, domain: str, head: list[str], tail: list[str]
+    ) -> Outcome:
+        """``<svc>.virtual[.<peer>]``: the service's virtual IP (Consul 1.11+), read
+        from the ``consul-virtual`` tagged address of its Connect instances.
+
+        Consul takes the last label before ``virtual`` as the service and any
+        single label after it as a peer. Virtual IPs are allocated per
+        datacenter, so ``.<dc>.dc`` answers only for the local one. No virtual
+        IP (not a Connect service, or unknown): NODATA, as Consul's NOERROR.
+        """
+        labels = _strip_enterprise(tail)
+        if not head or labels is None:
+            return self._negative(wire.NXDOMAIN, domain, snap)
+        local = self._config.datacenter
+        if not labels or labels == [local, "dc"]:
+            where: str | None = local
+        elif (len(labels) == 1 and len(tail) == 1) or labels[1:] == ["peer"]:
+            where = peer_locality(labels[0])
+        elif len(labels) == 2 and labels[1] == "dc":
+            where = None  # another datacenter's virtual IPs are not ours to give
+        else:
+            return self._negative(wire.NXDOMAIN, domain, snap)
+        name = head[-1]
+        found: tuple[Instance, ...] = ()
+        if where is not None:
+            fetched = self._endpoint_instances(snap, CONNECT, where, name)
+            if fetched is None:
+                return NeedService(where, name, CONNECT)
+            found = fetched
+        vip = next((inst.virtual_ip for inst in found if inst.virtual_ip), "")
+        rtype, rdata = address_rdata(vip) if vip else (0, b"")
+        if query.qtype not in (rtype, wire.ANY) or rtype not in (wire.A, wire.AAAA):
+            return self._negative(wire.NOERROR, domain, snap)
+        owner = query.qname_wire.lower()
+        ttl = self._config.ttl_for_service(name)
+        return Answer(wire.NOERROR, answer=(Record(owner, rtype, ttl, rdata),))
 
     def healthy(self, instances: Iterable[Instance], tag: str | None) -> list[Instance]:
         """Instances Consul would return: never critical or in maintenance."""
@@ -277,7 +390,9 @@ class CatalogAnswerer:
         if rtype == wire.CNAME:
             return rdata, []
         if inst.address and inst.address != inst.node.address:
-            target = wire.to_wire(f"{encode_addr(address)}.addr.{dc}.{domain}")
+            # A peer's addr names carry no datacenter (as Consul writes them).
+            where = f"{dc}." if peer_of(dc) is None else ""
+            target = wire.to_wire(f"{encode_addr(address)}.addr.{where}{domain}")
         else:
             target = wire.to_wire(f"{inst.node.name}.node.{dc}.{domain}".lower())
         return target, [Record(target, rtype, ttl, rdata)]
@@ -357,6 +472,18 @@ def _labels_below(qname: dns.name.Name, domain: str) -> list[str]:
     relative = qname.relativize(_domain_name(domain))
     # Non-ASCII bytes never match a Consul name; backslash escapes keep them apart.
     return [label.decode("ascii", "backslashreplace") for label in relative.labels]
+
+
+def _strip_enterprise(tail: list[str]) -> list[str] | None:
+    """``tail`` without leading ``<ns>.ns`` / ``<partition>.ap`` pairs (in that
+    order, each at most once); None when one names other than CE's default."""
+    allowed = list(_ENTERPRISE_LABELS)
+    while len(tail) >= 2 and tail[1] in allowed:
+        if tail[0] != CE_DEFAULT:
+            return None
+        del allowed[: allowed.index(tail[1]) + 1]
+        tail = tail[2:]
+    return tail
 
 
 def _node_label(inst: Instance, dc: str, domain: str) -> bytes:

@@ -18,7 +18,24 @@ WARNING = "warning"
 CRITICAL = "critical"
 MAINTENANCE = "maintenance"
 STATUS_RANK = {PASSING: 0, WARNING: 1, CRITICAL: 2, MAINTENANCE: 3}
-KINDS = ("service", "node", "query", "addr")
+KINDS = ("service", "node", "query", "addr", "connect", "ingress", "virtual")
+# Health endpoints besides /v1/health/service: Connect-capable instances (proxies
+# and native services) and the ingress gateways that expose a service.
+CONNECT = "connect"
+INGRESS = "ingress"
+# A cluster peer takes a datacenter's place in a key as "<peer>.peer": Consul
+# datacenter names cannot hold a dot, so the two never collide.
+PEER_SUFFIX = ".peer"
+
+
+def peer_locality(peer: str) -> str:
+    """The key's first part for names of cluster peer ``peer``."""
+    return peer + PEER_SUFFIX
+
+
+def peer_of(locality: str) -> str | None:
+    """The peer a key's first part names, or None for a datacenter."""
+    return locality[: -len(PEER_SUFFIX)] if locality.endswith(PEER_SUFFIX) else None
 
 
 def worst_status(statuses: Iterable[str]) -> str:
@@ -52,6 +69,9 @@ class Instance:
     weight_passing: int = 1
     weight_warning: int = 1
     status: str = PASSING
+    # Consul's virtual IP of the service a Connect instance serves
+    # (tagged address "consul-virtual"), or "".
+    virtual_ip: str = ""
 
     @property
     def effective_address(self) -> str:
@@ -75,7 +95,10 @@ class PreparedResult:
 class Snapshot:
     """The catalog view at one moment. Never mutated after construction.
 
-    ``services`` and ``nodes`` are keyed by (datacenter, lower-case name).
+    ``services`` and ``nodes`` are keyed by (datacenter, lower-case name);
+    a service of a cluster peer by (``peer_locality(peer)``, name).
+    ``endpoints`` holds the instances of the other health endpoints by kind
+    (``CONNECT``, ``INGRESS``), keyed like ``services``.
     ``complete`` says whether a service missing from ``services`` is known
     not to exist (static files, eager watch) or just not fetched yet.
     ``available`` is False while no usable view exists (Consul down at
@@ -85,6 +108,9 @@ class Snapshot:
     services: Mapping[tuple[str, str], tuple[Instance, ...]] = field(default_factory=dict)
     nodes: Mapping[tuple[str, str], Node] = field(default_factory=dict)
     queries: Mapping[tuple[str, str], PreparedResult] = field(default_factory=dict)
+    endpoints: Mapping[str, Mapping[tuple[str, str], tuple[Instance, ...]]] = field(
+        default_factory=dict
+    )
     datacenters: frozenset[str] = frozenset()
     complete: bool = True
     available: bool = True
@@ -101,6 +127,8 @@ class Snapshot:
         for (dc, _), node in self.nodes.items():
             _add(index, _canonical_ip(node.address), f"{node.name}.node.{dc}")
         for (dc, name), instances in self.services.items():
+            if peer_of(dc) is not None:
+                continue  # a peer's addresses are its own cluster's to name (as Consul)
             for inst in instances:
                 _add(index, _canonical_ip(inst.node.address), f"{inst.node.name}.node.{dc}")
                 if inst.address and inst.address != inst.node.address:

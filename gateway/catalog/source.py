@@ -20,14 +20,18 @@ class CatalogSource(Protocol):
     (``Snapshot.complete`` False) and raise CatalogUnavailable when that
     cannot be done in time. ``on_change`` callbacks run after every swap.
     ``touch`` is told of every service the answerer looks up in a snapshot
-    (the slow path): a source that watches services lazily keeps those.
+    (the slow path), ``touch_endpoint`` of every connect/ingress lookup (by
+    kind): a source that watches services lazily keeps those. ``kind`` of
+    ``fetch_service`` is the health endpoint ("service", "connect", "ingress").
     """
 
     def snapshot(self) -> Snapshot: ...
 
     def touch(self, datacenter: str, name: str) -> None: ...
 
-    async def fetch_service(self, datacenter: str, name: str) -> None: ...
+    def touch_endpoint(self, kind: str, datacenter: str, name: str) -> None: ...
+
+    async def fetch_service(self, datacenter: str, name: str, kind: str = "service") -> None: ...
 
     async def fetch_query(self, datacenter: str, name: str) -> None: ...
 
@@ -57,7 +61,10 @@ class StaticSource:
     def touch(self, datacenter: str, name: str) -> None:
         return None
 
-    async def fetch_service(self, datacenter: str, name: str) -> None:
+    def touch_endpoint(self, kind: str, datacenter: str, name: str) -> None:
+        return None
+
+    async def fetch_service(self, datacenter: str, name: str, kind: str = "service") -> None:
         return None
 
     async def fetch_query(self, datacenter: str, name: str) -> None:

@@ -6,7 +6,12 @@ and checks, plus the agent-level keys that place them: ``node_name``,
 ``advertise_addr`` (or ``bind_addr``), ``datacenter``, ``node_meta``.
 A check's initial ``status`` (passing/warning/critical, as Consul accepts
 it) sets the instance's health, so demos and tests can show weighting by
-health with files Consul itself would load. Keys are accepted in Consul's
+health with files Consul itself would load. Connect is expressed as Consul
+expresses it: ``connect.native`` makes an instance answer ``<name>.connect``,
+and a ``kind: connect-proxy`` definition answers ``<destination>.connect``
+(``proxy.destination_service_name``). Virtual IPs (Consul allocates them)
+and ingress gateways (a config entry lists their services) cannot be said in
+a service definition, so ``.virtual`` and ``.ingress`` stay empty. Keys are accepted in Consul's
 snake_case and CamelCase spellings.
 
 Everything is checked here, at load, so that a file either loads whole or
@@ -22,12 +27,21 @@ import ipaddress
 import json
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import dns.exception
 import dns.name
 
-from gateway.catalog.model import CRITICAL, PASSING, WARNING, Instance, Node, Snapshot, worst_status
+from gateway.catalog.model import (
+    CONNECT,
+    CRITICAL,
+    PASSING,
+    WARNING,
+    Instance,
+    Node,
+    Snapshot,
+    worst_status,
+)
 from gateway.errors import StartupError
 
 DEFAULT_NODE = "static"
@@ -54,8 +68,19 @@ MAX_LABEL_BYTES = 63
 _ADDR_LABEL = "0" * 32
 
 
+CONNECT_PROXY = "connect-proxy"
+
+
 class CatalogFileError(StartupError):
     """A service-definition file that cannot be used; names the file and key."""
+
+
+class Loaded(NamedTuple):
+    """One service definition: its instance, and the service whose
+    ``<name>.connect`` it answers (None: not Connect-capable)."""
+
+    instance: Instance
+    connect_for: str | None
 
 
 def _snake(key: str) -> str:
@@ -89,14 +114,18 @@ def load(path: Path, default_datacenter: str, domains: tuple[str, ...] = ("consu
     answer builds from the files must fit in a DNS name below each of them.
     """
     services: dict[tuple[str, str], list[Instance]] = {}
+    connect: dict[tuple[str, str], list[Instance]] = {}
     nodes: dict[tuple[str, str], Node] = {}
     for file in catalog_files(path):
-        for inst in load_file(file, default_datacenter, domains):
+        for inst, connect_for in load_file(file, default_datacenter, domains):
             dc = inst.node.datacenter
             services.setdefault((dc, inst.service.lower()), []).append(inst)
+            if connect_for is not None:
+                connect.setdefault((dc, connect_for.lower()), []).append(inst)
             nodes[(dc, inst.node.name.lower())] = inst.node
     return Snapshot(
         services={k: tuple(v) for k, v in services.items()},
+        endpoints={CONNECT: {k: tuple(v) for k, v in connect.items()}},
         nodes=nodes,
         datacenters=frozenset(dc for dc, _ in nodes) | {default_datacenter},
         complete=True,
@@ -118,7 +147,7 @@ def catalog_files(path: Path) -> list[Path]:
 
 def load_file(
     file: Path, default_datacenter: str, domains: tuple[str, ...] = ("consul",)
-) -> list[Instance]:
+) -> list[Loaded]:
     try:
         data = json.loads(file.read_bytes().decode("utf-8"))
     except OSError as exc:
@@ -157,7 +186,7 @@ def load_file(
     return [_instance(item, node, file, i, domains) for i, item in enumerate(raw)]
 
 
-def _instance(item: Any, node: Node, file: Path, index: int, domains: tuple[str, ...]) -> Instance:
+def _instance(item: Any, node: Node, file: Path, index: int, domains: tuple[str, ...]) -> Loaded:
     where = f"{file}: service #{index + 1}"
     svc = _known_keys(item, _SERVICE_KEYS, where, "expected an object")
     name = svc.get("name")
@@ -210,7 +239,7 @@ def _instance(item: Any, node: Node, file: Path, index: int, domains: tuple[str,
     service_id = svc.get("id") or name
     if not isinstance(service_id, str):
         raise CatalogFileError(f"{where}: key 'id' must be a string")
-    return Instance(
+    instance = Instance(
         service=name,
         service_id=service_id,
         node=node,
@@ -222,6 +251,32 @@ def _instance(item: Any, node: Node, file: Path, index: int, domains: tuple[str,
         weight_warning=warning,
         status=worst_status(statuses),
     )
+    return Loaded(instance, _connect_for(svc, name, where))
+
+
+def _connect_for(svc: Mapping[str, Any], name: str, where: str) -> str | None:
+    """The service whose ``<name>.connect`` this definition answers, if any:
+    its own with ``connect.native``, the destination of a ``connect-proxy``."""
+    kind = svc.get("kind", "")
+    if not isinstance(kind, str):
+        raise CatalogFileError(f"{where}: key 'kind' must be a string")
+    connect = svc.get("connect") or {}
+    if not isinstance(connect, dict):
+        raise CatalogFileError(f"{where}: key 'connect' must be an object")
+    native = _normalise(connect).get("native", False)
+    if not isinstance(native, bool):
+        raise CatalogFileError(f"{where}: key 'connect.native' must be true or false")
+    if kind == CONNECT_PROXY:
+        proxy = svc.get("proxy")
+        if not isinstance(proxy, dict):
+            raise CatalogFileError(f"{where}: kind connect-proxy needs the object 'proxy'")
+        destination = _normalise(proxy).get("destination_service_name")
+        if not isinstance(destination, str) or not destination:
+            raise CatalogFileError(
+                f"{where}: key 'proxy.destination_service_name' is required for a connect-proxy"
+            )
+        return _label(destination, "proxy.destination_service_name", where)
+    return name if native else None
 
 
 def _text(obj: Mapping[str, Any], key: str, file: Path, default: str) -> str:

@@ -29,6 +29,8 @@ from gateway.consul.http import HTTPResult
 # Consul marks maintenance with critical checks of these IDs (agent/structs).
 NODE_MAINTENANCE_CHECK = "_node_maintenance"
 SERVICE_MAINTENANCE_PREFIX = "_service_maintenance:"
+# The tagged address holding a Connect service's virtual IP (agent/structs).
+VIRTUAL_TAGGED_ADDRESS = "consul-virtual"
 
 _GO_DURATION = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
 _GO_UNITS_S = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
@@ -111,7 +113,16 @@ def instance_on_node(node: Node, service: Mapping[str, Any], checks: list[Any]) 
         weight_passing=_int(weights.get("Passing"), 1),
         weight_warning=_int(weights.get("Warning"), 1),
         status=worst_status(check_status(c) for c in checks if isinstance(c, Mapping)),
+        virtual_ip=_virtual_ip(service.get("TaggedAddresses")),
     )
+
+
+def _virtual_ip(tagged: Any) -> str:
+    """The ``consul-virtual`` tagged address Consul gives Connect services (1.11+)."""
+    if not isinstance(tagged, Mapping):
+        return ""
+    entry = tagged.get(VIRTUAL_TAGGED_ADDRESS)
+    return _str(entry.get("Address")) if isinstance(entry, Mapping) else ""
 
 
 def instances_from_health(body: Any, datacenter: str) -> tuple[Instance, ...]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
+from gateway.catalog.model import peer_of
 from gateway.consul.http import (
     ConsulHTTP,
     ConsulTransportError,
@@ -38,8 +39,10 @@ def too_stale(last_contact_ms: int | None, max_stale_s: float) -> bool:
 def read_params(
     datacenter: str, *, index: int = 0, wait_s: float = 0.0, stale: bool = True
 ) -> list[tuple[str, str]]:
-    """Query parameters of a read: dc, blocking index and wait, consistency."""
-    params = [("dc", datacenter)]
+    """Query parameters of a read: dc (or cluster peer), blocking index and
+    wait, consistency. A peer's data is imported into the local datacenter."""
+    peer = peer_of(datacenter)
+    params = [("dc", datacenter)] if peer is None else [("peer", peer)]
     if index > 0:
         params += [("index", str(index)), ("wait", f"{round(wait_s * 1000)}ms")]
     if stale:
@@ -84,7 +87,8 @@ class Reader:
             timeout_s = wait_s + wait_s / 16 + self._blocking_margin_s
         else:
             timeout_s = self._request_timeout_s
-        local = dc == self._local
+        # A peer's data lives in the local agent's datacenter.
+        local = dc == self._local or peer_of(dc) is not None
         params = read_params(dc, index=index, wait_s=wait_s)
         result = await self.request(path, params, timeout_s=timeout_s, local=local)
         if too_stale(result.last_contact_ms, self._max_stale_s):

@@ -18,6 +18,12 @@ outnumber them, one node-dump read per datacenter serves them all
 (:mod:`gateway.consul.dumps` says why), until they fall back to three
 quarters of the slots (a margin so that a count hovering at the limit does
 not switch back and forth).
+
+The same machinery watches the mesh health endpoints: a ``Services`` made
+with ``endpoint="connect"`` (or ``"ingress"``) reads
+``/v1/health/<endpoint>/<name>``. Those watches are few (one per mesh name
+asked), always read on their own and never from node dumps, which hold only
+what ``/v1/health/service`` holds.
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from gateway.catalog.model import Instance
+from gateway.catalog.model import Instance, peer_of
 from gateway.catalog.source import CatalogUnavailable
 from gateway.consul.clock import Clock, sleep
 from gateway.consul.decode import instances_from_health
@@ -38,6 +44,7 @@ from gateway.consul.watch import Watcher
 
 log = logging.getLogger(__name__)
 
+SERVICE_ENDPOINT = "service"
 # The idle sweep runs every quarter of consul_idle_unwatch, at most this far apart.
 IDLE_SWEEP_MAX_S = 30.0
 # Node dumps serve the watches until they fall to this share of the slots.
@@ -70,9 +77,13 @@ class Services:
         release_after_swap: Callable[[Iterable[asyncio.Future[None]]], None],
         idle_unwatch_s: float,
         idle_sweep_max_s: float = IDLE_SWEEP_MAX_S,
+        endpoint: str = SERVICE_ENDPOINT,
     ) -> None:
         """``changed`` says the view must be rebuilt; ``release_after_swap`` lets
-        first queries go on once it has been (:class:`~gateway.consul.publish.Publisher`)."""
+        first queries go on once it has been (:class:`~gateway.consul.publish.Publisher`).
+        ``endpoint`` is the health endpoint watched: ``/v1/health/<endpoint>/<name>``
+        ("service", or "connect" / "ingress" for the mesh name forms)."""
+        self._endpoint = endpoint
         self._local = local
         self._eager = eager
         self._clock = clock
@@ -136,7 +147,7 @@ class Services:
             return watch
         watch = ServiceWatch(key, eager, self._clock.now())
         self._watches[key] = watch
-        if self._dumping:
+        if self._dumping and _dumpable(dc):
             self._from_dump(watch)
         else:
             watch.task = self._read(watch)
@@ -147,13 +158,13 @@ class Services:
         """The watch's own blocking reads."""
         dc, name = watch.key
         return self._watcher.start(
-            f"/v1/health/service/{name}",
+            f"/v1/health/{self._endpoint}/{name}",
             dc,
             on_data=lambda body: self._set_instances(watch, instances_from_health(body, dc)),
             on_unknown_dc=lambda: self._set_instances(watch, ()),
             on_error=lambda reason: self._failed(watch, reason),
             slotted=True,
-            label=f"service {name}.{dc}",
+            label=f"{self._endpoint} {name}.{dc}",
         )
 
     def _from_dump(self, watch: ServiceWatch) -> None:
@@ -166,6 +177,8 @@ class Services:
 
     def _choose_reads(self) -> None:
         """Own reads within the slots, node dumps beyond (module doc)."""
+        if self._endpoint != SERVICE_ENDPOINT:
+            return  # own reads always; the slots count the service watches
         count = len(self._watches)
         if not self._dumping and count > self._slots.capacity:
             log.info(
@@ -176,6 +189,8 @@ class Services:
             )
             self._dumping = True
             for watch in self._watches.values():
+                if not _dumpable(watch.key[0]):
+                    continue
                 if watch.task is not None:
                     watch.task.cancel()
                     watch.task = None
@@ -185,7 +200,8 @@ class Services:
             self._dumping = False
             self._dumps.stop_all()
             for watch in self._watches.values():
-                watch.task = self._read(watch)
+                if watch.task is None:
+                    watch.task = self._read(watch)
         self._slots.set_watches(0 if self._dumping else count)
 
     def _dumped(self, dc: str, services: ByName) -> None:
@@ -264,3 +280,9 @@ class Services:
             if not watch.eager and not watch.waiters and watch.last_used < cutoff:
                 log.debug("unwatching idle service %s.%s", key[1], key[0])
                 self._stop(key)
+
+
+def _dumpable(dc: str) -> bool:
+    """Whether a node dump can serve a watch there: a cluster peer's services are
+    not in the local datacenter's dump, so they are always read on their own."""
+    return peer_of(dc) is None

@@ -14,11 +14,14 @@ socket pair). Watcher to worker: ``("snapshot", Snapshot)`` first, then
 ``("delta", parts)`` for each swap: only what changed (:func:`diff`), so a
 change to one of 1,000 services moves one service, not the view;
 ``("done",
-id, error or None)`` answering a fetch, ``("stats", {name: value})`` every
-second, ``("bye",)`` when it stops. Worker to watcher: ``("service", id,
-dc, name)``, ``("query", id, dc, name)`` and ``("touch", [keys])``, the
-services the worker's slow path looked up, batched every second so that
-idle unwatch sees them.
+id, error or None)`` answering a fetch, ``("stats", {"families": [...],
+"ready": bool})`` every second (the source's metric families as
+``prometheus_client`` builds them, and whether its first view is in),
+``("bye",)`` when it stops. Worker to watcher: ``("service", id, dc, name,
+endpoint)``, ``("query", id, dc, name)`` and ``("touch", [keys])``, the
+services the worker's slow path looked up (``(dc, name)``, or ``(endpoint,
+dc, name)`` for a connect/ingress watch), batched every second so that idle
+unwatch sees them.
 
 A snapshot goes out before the answer to the fetch that made it (the
 source swaps, which broadcasts, before a fetch returns), and one stream
@@ -41,7 +44,7 @@ from typing import Any, Protocol
 from gateway.catalog.model import Snapshot
 from gateway.catalog.source import CatalogSource, CatalogUnavailable
 from gateway.consul.snapshot import ServiceView
-from gateway.metrics import Metrics
+from gateway.metrics import Metric, Metrics
 
 log = logging.getLogger(__name__)
 
@@ -91,11 +94,45 @@ def diff(old: Snapshot, new: Snapshot) -> dict[str, tuple[Any, ...]]:
             entries = map_delta(before.entries, after.entries)
             names = map_delta(before.names, after.names)
             parts[spec.name] = ("view", entries, names, after.datacenters)
+        elif _views(before) and _views(after):
+            # Snapshot.endpoints: a view per health endpoint, each sent as a delta.
+            views = {
+                kind: _view_delta(before.get(kind), view)
+                for kind, view in after.items()
+                if before.get(kind) is not view
+            }
+            parts[spec.name] = ("views", views, [kind for kind in before if kind not in after])
         elif isinstance(before, dict) and isinstance(after, dict):
             parts[spec.name] = ("map", map_delta(before, after))
         else:
             parts[spec.name] = ("value", after)
     return parts
+
+
+def _views(value: Any) -> bool:
+    """Whether ``value`` is a non-empty dict of :class:`ServiceView` values."""
+    return (
+        isinstance(value, dict)
+        and bool(value)
+        and all(isinstance(view, ServiceView) for view in value.values())
+    )
+
+
+def _view_delta(before: ServiceView | None, after: ServiceView) -> tuple[Any, ...]:
+    if before is None:
+        return ("whole", after)
+    return ("view", map_delta(before.entries, after.entries), map_delta(before.names, after.names),
+            after.datacenters)  # fmt: skip
+
+
+def _apply_view(before: ServiceView | None, delta: tuple[Any, ...]) -> ServiceView:
+    if delta[0] == "whole" or before is None:
+        whole: ServiceView = delta[1]
+        return whole
+    _, entries, names, datacenters = delta
+    return ServiceView(
+        apply_map(before.entries, entries), apply_map(before.names, names), datacenters
+    )
 
 
 def patch(old: Snapshot, parts: Mapping[str, tuple[Any, ...]]) -> Snapshot:
@@ -108,6 +145,12 @@ def patch(old: Snapshot, parts: Mapping[str, tuple[Any, ...]]) -> Snapshot:
             changes[name] = ServiceView(
                 apply_map(before.entries, entries), apply_map(before.names, names), datacenters
             )
+        elif kind == "views":
+            _, views, gone = part
+            merged = {k: v for k, v in before.items() if k not in gone}
+            for key, delta in views.items():
+                merged[key] = _apply_view(before.get(key), delta)
+            changes[name] = merged
         elif kind == "map":
             changes[name] = apply_map(before, part[1])
         else:
@@ -201,7 +244,8 @@ class SourceHub:
 
     async def _send_stats(self) -> None:
         while True:
-            self._send(("stats", self._metrics.snapshot()))
+            families = list(self._metrics.registered())
+            self._send(("stats", {"families": families, "ready": not self._metrics.not_ready()}))
             await asyncio.sleep(STATS_PERIOD_S)
 
     async def _serve_worker(
@@ -218,18 +262,27 @@ class SourceHub:
                 return
             kind = message[0]
             if kind == "touch":
-                for dc, name in message[1]:
-                    self._source.touch(dc, name)
+                for key in message[1]:
+                    if len(key) == 3:
+                        self._source.touch_endpoint(*key)
+                    else:
+                        self._source.touch(*key)
             elif kind in ("service", "query"):
                 self._spawn(self._fetch(writer, *message))
 
     async def _fetch(
-        self, writer: asyncio.StreamWriter, kind: str, request: int, dc: str, name: str
+        self,
+        writer: asyncio.StreamWriter,
+        kind: str,
+        request: int,
+        dc: str,
+        name: str,
+        endpoint: str = "service",
     ) -> None:
         error: str | None = None
         try:
             if kind == "service":
-                await self._source.fetch_service(dc, name)
+                await self._source.fetch_service(dc, name, endpoint)
             else:
                 await self._source.fetch_query(dc, name)
         except CatalogUnavailable as exc:
@@ -257,9 +310,9 @@ class SharedSource:
         self._callbacks: list[Callable[[], None]] = []
         self._pending: dict[int, asyncio.Future[None]] = {}
         self._ids = itertools.count(1)
-        self._touched: set[Key] = set()
-        self._stats: dict[str, float] = {}
-        self._metrics: Metrics | None = None
+        self._touched: set[tuple[str, ...]] = set()
+        self._families: list[Metric] = []
+        self._ready = False
         self._writer: Writer | None = None
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -277,8 +330,11 @@ class SharedSource:
     def touch(self, datacenter: str, name: str) -> None:
         self._touched.add((datacenter, name))
 
-    async def fetch_service(self, datacenter: str, name: str) -> None:
-        await self._ask("service", datacenter, name)
+    def touch_endpoint(self, kind: str, datacenter: str, name: str) -> None:
+        self._touched.add((kind, datacenter, name))
+
+    async def fetch_service(self, datacenter: str, name: str, kind: str = "service") -> None:
+        await self._ask("service", datacenter, name, kind)
 
     async def fetch_query(self, datacenter: str, name: str) -> None:
         await self._ask("query", datacenter, name)
@@ -307,27 +363,24 @@ class SharedSource:
     # -- metrics --------------------------------------------------------------
 
     def register_metrics(self, metrics: Metrics) -> None:
-        """The watcher's Consul gauges, as it last sent them (the same in every worker)."""
-        self._metrics = metrics
-        metrics.gauge("consul_shared_watcher", lambda: 1.0)
-        self._register_stats()
-
-    def _register_stats(self) -> None:
-        if self._metrics is None:
-            return
-        for name in self._stats:
-            self._metrics.gauge(name, lambda n=name: self._stats.get(n, 0.0))  # type: ignore[misc]
+        """The watcher's Consul metrics, as it last sent them (the same in every
+        worker), and its readiness."""
+        metrics.gauge(
+            "consul_shared_watcher", lambda: 1.0, "1: one watcher process serves the workers."
+        )
+        metrics.family(lambda: self._families)
+        metrics.readiness("consul first view", lambda: self._ready)
 
     # -- the socket -----------------------------------------------------------
 
-    async def _ask(self, kind: str, datacenter: str, name: str) -> None:
+    async def _ask(self, kind: str, datacenter: str, name: str, *extra: str) -> None:
         if self._writer is None or self._writer.is_closing():
             raise CatalogUnavailable("the Consul watcher process is gone")
         request = next(self._ids)
         done = asyncio.get_running_loop().create_future()
         self._pending[request] = done
         try:
-            self._writer.write(encode((kind, request, datacenter, name)))
+            self._writer.write(encode((kind, request, datacenter, name, *extra)))
             await done
         finally:
             self._pending.pop(request, None)
@@ -363,10 +416,8 @@ class SharedSource:
                     else:
                         waiter.set_exception(CatalogUnavailable(error))
             elif kind == "stats":
-                new = set(message[1]) - set(self._stats)
-                self._stats = message[1]
-                if new:
-                    self._register_stats()
+                self._families = list(message[1].get("families", []))
+                self._ready = bool(message[1].get("ready"))
 
     async def _flush_touches(self) -> None:
         while True:

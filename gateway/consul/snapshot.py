@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import ItemsView, Iterator, Mapping, ValuesView
 
-from gateway.catalog.model import Instance, Node, PreparedResult, Snapshot
+from gateway.catalog.model import Instance, Node, PreparedResult, Snapshot, peer_of
 
 Key = tuple[str, str]  # (datacenter, lower-case name)
 
@@ -72,7 +72,12 @@ class ServiceView(Mapping[Key, tuple[Instance, ...]]):
         dc, name = key
         if not safe_name(name):
             return True
-        if self._datacenters is not None and dc not in self._datacenters:
+        # A peer is not in the datacenter list: a service of an unknown peer
+        # is asked of Consul, which answers it empty.
+        peer = peer_of(dc)
+        if peer is not None and not safe_name(peer):
+            return True
+        if self._datacenters is not None and dc not in self._datacenters and peer is None:
             return True
         names = self._names.get(dc)
         return names is not None and name not in names
@@ -131,6 +136,7 @@ def build_snapshot(
     nodes: Mapping[Key, Node],
     queries: Mapping[Key, PreparedResult],
     available: bool,
+    endpoints: Mapping[str, Mapping[Key, tuple[Instance, ...]]] | None = None,
 ) -> Snapshot:
     """One immutable view: Consul's parts layered over the static snapshot.
 
@@ -145,6 +151,13 @@ def build_snapshot(
         services=ServiceView(layer_services(services, base.services), dict(names), datacenters),
         nodes=merged_nodes,
         queries=dict(queries),
+        # Connect and ingress instances settle unknown names as services do.
+        endpoints={
+            kind: ServiceView(
+                layer_services(entries, base.endpoints.get(kind, {})), dict(names), datacenters
+            )
+            for kind, entries in (endpoints or {}).items()
+        },
         datacenters=(datacenters or frozenset()) | base.datacenters,
         complete=False,
         available=available,

@@ -25,7 +25,7 @@ import random
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from gateway.catalog.model import Snapshot
+from gateway.catalog.model import CONNECT, INGRESS, Snapshot
 from gateway.consul import datacenters, queries, reader, services, slots
 from gateway.consul.clock import Clock, MonotonicClock
 from gateway.consul.datacenters import Datacenters
@@ -40,12 +40,12 @@ from gateway.consul.liveness import Liveness
 from gateway.consul.publish import Publisher
 from gateway.consul.queries import QueryCache
 from gateway.consul.reader import Reader
-from gateway.consul.services import Services
+from gateway.consul.services import SERVICE_ENDPOINT, Services
 from gateway.consul.slots import Slots
 from gateway.consul.snapshot import build_snapshot, safe_name
 from gateway.consul.tasks import TaskSet
 from gateway.consul.watch import Watcher
-from gateway.metrics import Metrics
+from gateway.metrics import Metric, Metrics, gauge_family
 from gateway.options import Config
 
 log = logging.getLogger(__name__)
@@ -127,25 +127,33 @@ class ConsulSource:
             wait_s=config.consul_wait,
             rng=rng,
         )
-        self._services = Services(
-            local=local,
-            eager=config.consul_watch_all,
-            clock=clock,
-            watcher=watcher,
-            slots=self._slots,
-            changed=self._changed,
-            release_after_swap=self._release_after_swap,
-            idle_unwatch_s=config.consul_idle_unwatch,
-            idle_sweep_max_s=tuning.idle_sweep_max_s,
-        )
+
+        def services(endpoint: str, eager: bool) -> Services:
+            return Services(
+                local=local,
+                eager=eager,
+                clock=clock,
+                watcher=watcher,
+                slots=self._slots,
+                changed=self._changed,
+                release_after_swap=self._release_after_swap,
+                idle_unwatch_s=config.consul_idle_unwatch,
+                idle_sweep_max_s=tuning.idle_sweep_max_s,
+                endpoint=endpoint,
+            )
+
+        self._services = services(SERVICE_ENDPOINT, config.consul_watch_all)
+        # The mesh name forms (<svc>.connect, .ingress, .virtual) watch the other
+        # health endpoints the same way, always lazily: few names are asked.
+        self._endpoints = {kind: services(kind, False) for kind in (CONNECT, INGRESS)}
         self._datacenters = Datacenters(
             local=local,
             reader=self._reader,
             watcher=watcher,
             liveness=self._liveness,
             changed=self._changed,
-            on_names=self._services.listed,
-            on_dropped=self._services.drop_datacenter,
+            on_names=self._listed,
+            on_dropped=self._drop_datacenter,
             rng=rng,
             poll_s=tuning.datacenters_poll_s,
             probe_backoff_max_s=tuning.probe_backoff_max_s,
@@ -190,6 +198,8 @@ class ConsulSource:
         self._tasks.spawn(self._datacenters.probe(), "datacenters")
         self._datacenters.ensure(self._config.datacenter)
         self._tasks.spawn(self._services.sweep_idle(), "idle unwatch")
+        for kind, watches in self._endpoints.items():
+            self._tasks.spawn(watches.sweep_idle(), f"idle unwatch ({kind})")
         mode = "watching all services" if self._config.consul_watch_all else "lazy"
         log.info("consul: %s, %s", self._address, mode)
 
@@ -204,13 +214,25 @@ class ConsulSource:
         self._static = static
         self._changed()
 
-    async def fetch_service(self, datacenter: str, name: str) -> None:
-        """Watches the service and waits for Consul's first answer about it."""
+    def touch_endpoint(self, kind: str, datacenter: str, name: str) -> None:
+        """A connect/ingress lookup used that watch: it is not idle."""
+        watches = self._endpoints.get(kind)
+        if watches is not None:
+            watches.touch(datacenter, name)
+
+    async def fetch_service(self, datacenter: str, name: str, kind: str = SERVICE_ENDPOINT) -> None:
+        """Watches the service (at health endpoint ``kind``) and waits for
+        Consul's first answer about it."""
         self._liveness.require_usable()
         if not safe_name(name):  # the view answers it NXDOMAIN; never a request
             return
-        await self._services.fetch(datacenter, name)
-        if self._publisher.snapshot.services.get((datacenter, name)) is None:
+        if kind == SERVICE_ENDPOINT:
+            await self._services.fetch(datacenter, name)
+            view = self._publisher.snapshot.services
+        else:
+            await self._endpoints[kind].fetch(datacenter, name)
+            view = self._publisher.snapshot.endpoints.get(kind, {})
+        if view.get((datacenter, name)) is None:
             self._publisher.flush()  # its data is in, the swap not yet: swap now
 
     async def fetch_query(self, datacenter: str, name: str) -> None:
@@ -247,22 +269,80 @@ class ConsulSource:
         }
 
     def register_metrics(self, metrics: Metrics) -> None:
+        help = {
+            "http_requests": "HTTP requests made to Consul.",
+            "http_errors": "HTTP requests to Consul that failed (transport or status).",
+            "stale_retries": "Stale reads asked again of the leader (too far behind).",
+            "view_swaps": "Catalog views swapped in.",
+            "first_fetches": "First queries of a service that waited for Consul.",
+            "query_executions": "Prepared queries executed.",
+        }
+        # A peak only goes up, but is no count of events: a gauge.
+        peaks = {"http_inflight_peak": "The most requests to Consul in flight at once so far."}
         for name, read in self._counters().items():
-            metrics.gauge(f"consul_{name}", read)
-        metrics.gauge("consul_up", lambda: 1.0 if self.reachable else 0.0)
-        metrics.gauge("consul_view_available", lambda: 1.0 if self._liveness.usable() else 0.0)
-        metrics.gauge("consul_view_age_seconds", self.view_age)
-        metrics.gauge("consul_watched_services", lambda: len(self._services))
-        # Watches whose first read has arrived: with --consul-watch-all, equal
-        # to consul_watched_services once the whole catalog is in memory.
-        metrics.gauge("consul_services_loaded", self._services.loaded)
-        metrics.gauge("consul_watched_datacenters", lambda: len(self._datacenters))
-        metrics.gauge("consul_cached_queries", lambda: len(self._queries))
-        # Watches queued for a blocking-read slot (see gateway.consul.slots).
-        metrics.gauge("consul_watches_waiting_for_slot", lambda: self._slots.waiting)
-        metrics.gauge("consul_http_inflight", lambda: self._reader.inflight)
-        # 1 while node dumps serve the service watches (gateway.consul.dumps).
-        metrics.gauge("consul_node_dumps", lambda: 1.0 if self._services.dumping else 0.0)
+            if name in peaks:
+                metrics.gauge(f"consul_{name}", read, peaks[name])
+            else:
+                metrics.counter(f"consul_{name}", read, help.get(name, ""))
+        metrics.gauge(
+            "consul_up", lambda: 1.0 if self.reachable else 0.0, "Whether Consul answers (1/0)."
+        )
+        metrics.gauge(
+            "consul_view_available",
+            lambda: 1.0 if self._liveness.usable() else 0.0,
+            "Whether the catalog view may answer (1/0; 0 before the first view or past "
+            "consul_view_max_age).",
+        )
+        metrics.gauge(
+            "consul_view_age_seconds",
+            self.view_age,
+            "Seconds since the view was last known current (0 while Consul answers).",
+        )
+        metrics.gauge("consul_watched_services", lambda: len(self._services), "Services watched.")
+        # With --consul-watch-all, equal to consul_watched_services once the
+        # whole catalog is in memory.
+        metrics.gauge(
+            "consul_services_loaded", self._services.loaded, "Watched services Consul answered."
+        )
+        metrics.gauge(
+            "consul_watched_datacenters", lambda: len(self._datacenters), "Datacenters watched."
+        )
+        metrics.gauge(
+            "consul_cached_queries", lambda: len(self._queries), "Prepared-query results kept."
+        )
+        metrics.gauge(
+            "consul_watches_waiting_for_slot",
+            lambda: self._slots.waiting,
+            "Watches queued for a blocking-read slot (gateway.consul.slots).",
+        )
+        metrics.gauge(
+            "consul_http_inflight", lambda: self._reader.inflight, "Requests to Consul in flight."
+        )
+        metrics.gauge(
+            "consul_node_dumps",
+            lambda: 1.0 if self._services.dumping else 0.0,
+            "1 while node dumps serve the service watches (gateway.consul.dumps).",
+        )
+        metrics.family(self._watch_families)
+        metrics.readiness("consul first view", self._ready)
+
+    def _watch_families(self) -> list[Metric]:
+        """Watches by health endpoint and state: loaded (Consul answered) or waiting."""
+        rows: list[tuple[tuple[str, str], float]] = []
+        for endpoint, watches in (
+            (SERVICE_ENDPOINT, self._services),
+            *self._endpoints.items(),
+        ):
+            loaded = watches.loaded()
+            rows += [((endpoint, "loaded"), loaded), ((endpoint, "waiting"), len(watches) - loaded)]
+        return [
+            gauge_family(
+                "consul_watches",
+                "Consul health watches, by endpoint (service, connect, ingress) and state.",
+                ("endpoint", "state"),
+                rows,
+            )
+        ]
 
     # -- wiring ---------------------------------------------------------------
 
@@ -275,8 +355,20 @@ class ConsulSource:
     def _release_after_swap(self, waiters: Iterable[asyncio.Future[None]]) -> None:
         self._publisher.release_after_swap(waiters)
 
+    def _all_services(self) -> list[Services]:
+        return [self._services, *self._endpoints.values()]
+
+    def _listed(self, dc: str, names: frozenset[str]) -> None:
+        for watches in self._all_services():
+            watches.listed(dc, names)
+
+    def _drop_datacenter(self, dc: str) -> None:
+        for watches in self._all_services():
+            watches.drop_datacenter(dc)
+
     def _consul_back(self) -> None:
-        self._services.clear_errors()
+        for watches in self._all_services():
+            watches.clear_errors()
         self._changed()
 
     def _build(self) -> Snapshot:
@@ -288,6 +380,10 @@ class ConsulSource:
             datacenters=self._datacenters.known if usable else None,
             nodes=self._datacenters.nodes() if usable else {},
             queries=self._queries.results() if usable else {},
+            endpoints={
+                kind: watches.entries() if usable else {}
+                for kind, watches in self._endpoints.items()
+            },
             # Static names keep answering while Consul's part is unusable;
             # the others are fetched, which fails: SERVFAIL.
             available=usable or self._static is not None,

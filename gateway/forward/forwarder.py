@@ -47,6 +47,7 @@ from dataclasses import dataclass, field
 
 from gateway.dns import wire
 from gateway.forward.replies import Verdict, classify
+from gateway.metrics import Histogram
 from gateway.options import Endpoint
 
 log = logging.getLogger(__name__)
@@ -93,6 +94,21 @@ class _Servers:
 
 
 @dataclass(slots=True, eq=False)
+class UpstreamStats:
+    """What one upstream did, for the metrics (plain values, read at scrape time)."""
+
+    name: str  # host:port
+    udp_queries: int = 0
+    tcp_queries: int = 0
+    answers: int = 0  # replies that answered the question
+    timeouts: int = 0  # UDP attempts that got no reply within the timeout
+    error_replies: int = 0  # SERVFAIL, REFUSED, NOTIMP, FORMERR
+    malformed: int = 0  # replies that failed the checks, TCP queries that gave nothing
+    send_errors: int = 0
+    rtt: Histogram = field(default_factory=Histogram)  # seconds to a usable answer
+
+
+@dataclass(slots=True, eq=False)
 class _Attempt:
     """One UDP query sent for a question; registered by (socket, ID) until the question ends."""
 
@@ -100,6 +116,7 @@ class _Attempt:
     upstream: int
     slot: int
     msg_id: int
+    sent_at: float = 0.0  # loop time
 
 
 @dataclass(slots=True, eq=False)
@@ -144,8 +161,12 @@ class Forwarder:
         max_inflight: int,
         mode: Mode = Mode.ORDERED,
         rng: random.Random | None = None,
+        upstream_stats: dict[str, UpstreamStats] | None = None,
     ) -> None:
+        """``upstream_stats`` (by ``host:port``) may be shared by several forwarders
+        (per-domain upstreams): one upstream's figures are then counted once."""
         self._loop = loop
+        self.upstream_stats = upstream_stats if upstream_stats is not None else {}
         self._servers = _Servers.of(upstreams)
         self._mode = mode
         self._timeout = timeout
@@ -249,6 +270,7 @@ class Forwarder:
                 sent = True
             except OSError as exc:
                 log.debug("upstream %s: send failed: %s", pending.servers.addrs[upstream], exc)
+                self._stats(pending, upstream).send_errors += 1
                 self._demote(pending, upstream)
         if not sent:
             # A short pause, so an unreachable network cannot spin the loop.
@@ -256,6 +278,14 @@ class Forwarder:
             return
         wait = min(self._timeout, self._deadline - elapsed)
         pending.timer = self._loop.call_later(wait, self._on_timeout, pending)
+
+    def _stats(self, pending: _Pending, upstream: int) -> UpstreamStats:
+        host, port = pending.servers.addrs[upstream]
+        name = str(Endpoint(host, port))
+        stats = self.upstream_stats.get(name)
+        if stats is None:
+            stats = self.upstream_stats[name] = UpstreamStats(name)
+        return stats
 
     def _retry(self, pending: _Pending) -> None:
         pending.timer = None
@@ -282,7 +312,8 @@ class Forwarder:
                 break
         packet = self._packet(msg_id, pending)
         ps.sock.sendto(packet, pending.servers.addrs[upstream])
-        attempt = _Attempt(pending, upstream, fileno, msg_id)
+        attempt = _Attempt(pending, upstream, fileno, msg_id, self._loop.time())
+        self._stats(pending, upstream).udp_queries += 1
         self._by_id[(fileno, msg_id)] = attempt
         pending.attempts.append(attempt)
         self.stats["sent"] += 1
@@ -353,6 +384,9 @@ class Forwarder:
         elif verdict is Verdict.ANSWER:
             self.stats["late_answers"] += 1
         if verdict is Verdict.ANSWER:
+            stats = self._stats(pending, attempt.upstream)
+            stats.answers += 1
+            stats.rtt.observe(self._loop.time() - attempt.sent_at)
             self._finish(pending, data)
         elif (
             verdict is Verdict.TRUNCATED
@@ -368,7 +402,10 @@ class Forwarder:
 
     async def _over_tcp(self, pending: _Pending, upstream: int) -> None:
         host, port = pending.servers.addrs[upstream]
-        remaining = self._deadline - (self._loop.time() - pending.started)
+        started = self._loop.time()
+        stats = self._stats(pending, upstream)
+        stats.tcp_queries += 1
+        remaining = self._deadline - (started - pending.started)
         msg_id = self._random16()
         query = self._packet(msg_id, pending)
         writer = None
@@ -397,6 +434,8 @@ class Forwarder:
             if verdict is Verdict.NOT_OURS:
                 verdict = Verdict.MALFORMED
         if verdict is Verdict.ANSWER:
+            stats.answers += 1
+            stats.rtt.observe(self._loop.time() - started)
             self._finish(pending, data)
         else:
             self._unusable(pending, upstream, verdict, data)
@@ -407,9 +446,11 @@ class Forwarder:
         """``upstream`` answered without an answer: never ask it again for this question."""
         if verdict is Verdict.ERROR:
             self.stats["error_replies"] += 1
+            self._stats(pending, upstream).error_replies += 1
             pending.last_error = data
         else:
             self.stats["malformed"] += 1
+            self._stats(pending, upstream).malformed += 1
         pending.failed.add(upstream)
         self._demote(pending, upstream)
         if pending.tcp is None and len(pending.failed) >= len(pending.servers.addrs):
@@ -424,6 +465,7 @@ class Forwarder:
         pending.timer = None
         self.stats["timeouts"] += 1
         if pending.current is not None:
+            self._stats(pending, pending.current.upstream).timeouts += 1
             self._demote(pending, pending.current.upstream)
             pending.current = None  # still registered: a late reply is welcome
         self._attempt(pending)

@@ -16,13 +16,15 @@ import asyncio
 import logging
 import random
 import struct
+import time
 import weakref
 from collections.abc import Callable, Sequence
 
 import dns.name
 
+from gateway import metrics as m
 from gateway.cache.cached_forwarder import CachedForwarder, CallLater, Upstreams
-from gateway.cache.store import ForwardCache
+from gateway.cache.store import ForwardCache, key_qtype
 from gateway.catalog.answers import CatalogAnswerer, NeedQuery, NeedService
 from gateway.catalog.source import CatalogSource, CatalogUnavailable
 from gateway.dns import codec, fastpath, wire
@@ -88,19 +90,39 @@ class Resolver:
         self._zones = zone_set
         self.metrics = metrics
         self._rng = rng or random.Random()
-        self._answerer = CatalogAnswerer(config, on_service=source.touch)
+        self._answerer = CatalogAnswerer(
+            config, on_service=source.touch, on_endpoint=source.touch_endpoint
+        )
         self._router = self._make_router(zone_set)
         self._local = fastpath.AnswerTable(
             max_entries=max(1024, config.cache_size), max_bytes=config.prepared_max_bytes
         )
-        metrics.gauge("prepared_entries", lambda: len(self._local))
-        metrics.gauge("prepared_bytes", lambda: self._local.bytes)
-        metrics.gauge("prepared_evictions", lambda: self._local.evicted)
+        metrics.gauge(
+            "prepared_entries", lambda: len(self._local), "Prepared catalog and zone answers held."
+        )
+        metrics.gauge(
+            "prepared_bytes", lambda: self._local.bytes, "Estimated bytes of the prepared answers."
+        )
+        metrics.counter(
+            "prepared_evictions",
+            lambda: self._local.evicted,
+            "Prepared answers evicted to stay within their bounds.",
+        )
         self._max_udp = config.udp_max_payload
         self._fetches = 0
         self._tasks: set[asyncio.Task[None]] = set()
         source.on_change(_clear_while_alive(self._local))
         self._counts = metrics.counters
+        self._tally = metrics.tally
+        self._latency = metrics.latency
+        # When the slow path took the packet being answered now (answers made
+        # at once read it; those made later capture it first).
+        self._started = 0.0
+        # A forwarded answer stored in the cache counts its fast-path hits in
+        # the tally slot of its query type and rcode.
+        cache.tally_of = lambda key, template: self._tally.index(
+            m.CACHE, key_qtype(key), template[3] & 0xF
+        )
         self._log = RateLimitedLog(log, counts=self._counts)
         self._forward = CachedForwarder(
             cache,
@@ -111,11 +133,15 @@ class Resolver:
             call_later=call_later,
         )
         self._key_of = fastpath.make_key_function()
-        self._fast = fastpath.make_fast_answer(self._local, cache, self._max_udp)
+        self._fast = fastpath.make_fast_answer(
+            self._local, cache, self._max_udp, tally=self._tally.counts
+        )
         # The instance attribute shadows the method: one call less per query.
         self.answer_fast = self._fast  # type: ignore[method-assign,assignment]
         # For clients without --allow-recursion: catalog and zone entries only.
-        self.answer_fast_local = fastpath.make_local_answer(self._local, self._max_udp)
+        self.answer_fast_local = fastpath.make_local_answer(
+            self._local, self._max_udp, self._tally.counts
+        )
         self._drop_denied = config.refuse_action == "drop"
 
     def _make_router(self, zone_set: dict[dns.name.Name, zones.Zone]) -> Router:
@@ -155,6 +181,7 @@ class Resolver:
         ``reply`` is called once, now or later (TCP counts on it).
         """
         self._counts["slow"] += 1
+        self._started = time.perf_counter()
         dropped = rcodes.drop_reason(data)
         if dropped is not None:
             self._counts[dropped] += 1
@@ -188,7 +215,12 @@ class Resolver:
         return True
 
     def _fail(
-        self, data: bytes, exc: BaseException, reply: Reply, query: wire.Query | None
+        self,
+        data: bytes,
+        exc: BaseException,
+        reply: Reply,
+        query: wire.Query | None,
+        started: float | None = None,
     ) -> None:
         if not rcodes.is_expected(exc):
             self._counts["internal_errors"] += 1
@@ -196,7 +228,7 @@ class Resolver:
             # A bug a client can trigger at will: a traceback, but a bounded number.
             self._log.error("resolver_bug", "error answering %s", what, exc_info=exc)
         rcode = rcodes.rcode_for(exc)
-        self._counts[f"rcode_{rcode}"] += 1
+        self._count(m.ERROR, query.qtype if query is not None else 0, rcode, started)
         response = rcodes.error_reply(
             data,
             rcode,
@@ -226,7 +258,8 @@ class Resolver:
             outcome = self._outcome(route, query)
             if outcome.nxdomain or outcome.rdata is not None:  # answered by a rule
                 self._counts["policy_local"] += 1
-                self._reply_local(data, query, tcp, key, _local_answer(query, outcome), reply)
+                answer = _local_answer(query, outcome)
+                self._reply_local(data, query, tcp, key, answer, reply, m.RULE)
                 return True
             if access is not Access.FULL:
                 return self._deny(data, query, reply, "recursion")
@@ -237,11 +270,11 @@ class Resolver:
             raise rcodes.Refused()
         if route.kind is Kind.ZONE:
             answer = zones.answer(self._zones[route.name], query)
-            self._reply_local(data, query, tcp, key, answer, reply)
+            self._reply_local(data, query, tcp, key, answer, reply, m.ZONE)
         elif route.kind is Kind.REVERSE:
             assert route.address is not None
             answer = self._answerer.answer_ptr(self._source.snapshot(), query, route.address)
-            self._reply_local(data, query, tcp, key, answer, reply)
+            self._reply_local(data, query, tcp, key, answer, reply, m.REVERSE)
         else:
             self._catalog(data, query, tcp, key, route, reply)
         return True
@@ -252,7 +285,7 @@ class Resolver:
     ) -> None:  # fmt: skip
         outcome = self._answerer.answer(self._source.snapshot(), query, route.suffix)
         if isinstance(outcome, Answer):
-            self._reply_local(data, query, tcp, key, outcome, reply)
+            self._reply_local(data, query, tcp, key, outcome, reply, m.CATALOG)
             return
         # The view lacks this service or prepared query: fetch it (one HTTP
         # round trip, bounded), then answer from the new snapshot.
@@ -260,7 +293,7 @@ class Resolver:
             raise CatalogUnavailable("too many catalog fetches in flight")
         self._fetches += 1
         task = asyncio.get_running_loop().create_task(
-            self._fetch_then_answer(data, query, tcp, key, route, outcome, reply)
+            self._fetch_then_answer(data, query, tcp, key, route, outcome, reply, self._started)
         )
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -274,19 +307,20 @@ class Resolver:
         route: Route,
         need: NeedService | NeedQuery,
         reply: Reply,
+        started: float,
     ) -> None:
         try:
             async with asyncio.timeout(self._config.consul_first_query_timeout):
                 if isinstance(need, NeedService):
-                    await self._source.fetch_service(need.datacenter, need.name)
+                    await self._source.fetch_service(need.datacenter, need.name, need.kind)
                 else:
                     await self._source.fetch_query(need.datacenter, need.name)
             outcome = self._answerer.answer(self._source.snapshot(), query, route.suffix)
             if not isinstance(outcome, Answer):
                 raise CatalogUnavailable(f"{need} still unknown after fetching")
-            self._reply_local(data, query, tcp, key, outcome, reply)
+            self._reply_local(data, query, tcp, key, outcome, reply, m.CATALOG, started)
         except Exception as exc:
-            self._fail(data, exc, reply, query)
+            self._fail(data, exc, reply, query, started)
         finally:
             self._fetches -= 1
 
@@ -298,15 +332,33 @@ class Resolver:
         key: bytes | None,
         answer: Answer,
         reply: Reply,
+        answerer: str,
+        started: float | None = None,
     ) -> None:
+        tally = self._tally.index(answerer, query.qtype, answer.rcode)
         entry = fastpath.Entry(
-            _question(query), answer, edns=query.edns, payload=self._max_udp, rng=self._rng
+            _question(query),
+            answer,
+            edns=query.edns,
+            payload=self._max_udp,
+            rng=self._rng,
+            tally=tally,
         )
         if key is not None:
             self._local.put(key, entry)
-        self._counts[f"rcode_{answer.rcode}"] += 1
+        self._tally.counts[tally] += 1
+        self._observe(answerer, started)
         template = entry.pick(self._limit(query, tcp))
         reply(fastpath.patch(template, data, query.question_end))
+
+    def _count(self, answerer: str, qtype: int, rcode: int, started: float | None) -> None:
+        """One slow-path answer: its tally slot and its latency."""
+        self._tally.counts[self._tally.index(answerer, qtype, rcode)] += 1
+        self._observe(answerer, started)
+
+    def _observe(self, answerer: str, started: float | None) -> None:
+        began = self._started if started is None else started
+        self._latency[answerer].observe(time.perf_counter() - began)
 
     def _limit(self, query: wire.Query, tcp: bool) -> int:
         if tcp:
@@ -355,6 +407,8 @@ class Resolver:
         upstreams: int = STANDARD,
         nxdomain_as_nodata: bool = False,
     ) -> None:
+        started = self._started
+
         def done(template: bytes | None) -> None:
             # Called from the forwarder's callback: whatever happens here must
             # end in a reply, never in an exception the client would not see.
@@ -365,9 +419,10 @@ class Resolver:
                 if len(template) > limit:
                     template = codec.truncate(template, limit)
                     self._counts["truncated"] += 1
+                self._count(m.FORWARD, query.qtype, template[3] & 0xF, started)
                 reply(fastpath.patch(template, data, query.question_end))
             except Exception as exc:
-                self._fail(data, exc, reply, query)
+                self._fail(data, exc, reply, query, started)
 
         self._forward.answer(
             key,

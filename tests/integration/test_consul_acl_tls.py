@@ -79,7 +79,7 @@ def test_read_only_token_from_the_policy_file(knot: KnotUpstream) -> None:
                     message=f"{name} with the read-only token",
                 )
             assert a_records(gw, "dev1.node.consul") == ("NOERROR", {"127.0.0.1"})
-            assert gw.metrics()["consul_http_errors"] == 0
+            assert gw.metrics()["consul_http_errors_total"] == 0
             log = gw.log_text()
         assert secret not in log
         assert "X-Consul-Token" not in log

@@ -1,10 +1,13 @@
 """The gateway answers like Consul's own DNS for the same live catalog.
 
 One real dev agent holds a catalog with weights, tags, several nodes (one IPv6),
-passing / warning / critical checks, maintenance, node meta and prepared queries. Every
-name of the corpus is asked of Consul's DNS (the oracle) and of the gateway (pointed at
-the agent's HTTP API); rcode, the answer section and the additional A/AAAA records must
-be the same sets (order and TTLs aside), except for the deliberate differences below.
+passing / warning / critical checks, maintenance, node meta and prepared queries, plus
+the service mesh (Connect proxies, a Connect-native service, an ingress gateway, the
+virtual IPs Consul gives them) and a second agent peered with it whose services are
+imported. Every name of the corpus -- every name form Consul 1.16 answers -- is asked of
+Consul's DNS (the oracle) and of the gateway (pointed at the agent's HTTP API); rcode,
+the answer section and the additional A/AAAA records must be the same sets (order and
+TTLs aside), except for the deliberate differences below.
 """
 
 from __future__ import annotations
@@ -39,6 +42,16 @@ _NO_OTHER_TYPE = (
     "NODATA for an <hex>.addr name of the other address family carries nothing; "
     "Consul puts the A (or AAAA) record in the additional section"
 )
+_VIRTUAL_ONLY_A = (
+    "a virtual IP is an A record: other questions about <svc>.virtual get NODATA; "
+    "Consul answers every type with the A record"
+)
+_CE_DEFAULTS = (
+    "Consul CE answers NXDOMAIN for any .ns/.ap label, even its only namespace and "
+    "partition 'default'; we answer the default ones (as Enterprise would), so names "
+    "written for Enterprise resolve against CE too"
+)
+PEER = "pa"  # the peered agent, as the gateway's agent calls it
 DELIBERATE: dict[tuple[str, str], str] = {
     ("web.service.consul.", "TXT"): _TXT_ONLY,
     ("api.service.consul.", "TXT"): _TXT_ONLY,
@@ -50,6 +63,27 @@ DELIBERATE: dict[tuple[str, str], str] = {
         "a label that is not 8 or 32 hex digits encodes no address: NXDOMAIN; "
         "Consul answers an empty NOERROR"
     ),
+    ("pay.connect.consul.", "TXT"): _TXT_ONLY,
+    ("native.connect.consul.", "TXT"): _TXT_ONLY,
+    ("pay.ingress.consul.", "TXT"): _TXT_ONLY,
+    ("pay.virtual.consul.", "AAAA"): _VIRTUAL_ONLY_A,
+    ("pay.virtual.consul.", "SRV"): _VIRTUAL_ONLY_A,
+    ("pay.virtual.consul.", "TXT"): _VIRTUAL_ONLY_A,
+    ("native.virtual.consul.", "SRV"): _VIRTUAL_ONLY_A,
+    ("pay.virtual.dc2.dc.consul.", "A"): (
+        "virtual IPs are allocated per datacenter and Consul does not look them up "
+        "across datacenters: NODATA; Consul answers the local datacenter's"
+    ),
+    ("native.connect.x.peer.consul.", "A"): (
+        "Consul ignores a peer label on a connect name and answers the local instances; "
+        "connect names take no peer here: NXDOMAIN"
+    ),
+    ("web.service.default.ns.consul.", "A"): _CE_DEFAULTS,
+    ("web.service.default.ap.consul.", "A"): _CE_DEFAULTS,
+    ("web.service.default.ns.default.ap.dc1.dc.consul.", "SRV"): _CE_DEFAULTS,
+    ("dev1.node.default.ns.dc1.dc.consul.", "A"): _CE_DEFAULTS,
+    ("native.connect.default.ns.consul.", "A"): _CE_DEFAULTS,
+    (f"pweb.service.default.ns.{PEER}.peer.consul.", "A"): _CE_DEFAULTS,
 }
 
 # Differences that are bugs of the answerer (gateway/catalog.py), not choices; listed
@@ -97,6 +131,53 @@ def corpus() -> list[tuple[str, str]]:
         ("foo.bar.consul.", "A"),
         ("web.nope.consul.", "A"),
         ("a.b.web.service.consul.", "A"),
+    ]
+    # The service mesh: Connect-capable instances, ingress gateways, virtual IPs.
+    for svc in ("pay", "native", "mesh", "web", "nosuch"):
+        names += [(f"{svc}.connect.consul.", t) for t in ("A", "AAAA", "SRV", "TXT")]
+        names += [(f"{svc}.ingress.consul.", t) for t in ("A", "SRV")]
+        names += [(f"{svc}.virtual.consul.", t) for t in ("A", "ANY")]
+    names += [
+        ("pay.ingress.consul.", "TXT"),
+        ("PAY.Ingress.consul.", "A"),
+        ("pay.connect.dc1.consul.", "SRV"),
+        ("pay.ingress.dc1.dc.consul.", "A"),
+        ("native.connect.nodc.consul.", "A"),
+        ("_native._tcp.connect.consul.", "SRV"),
+        ("native.connect.x.peer.consul.", "A"),
+        ("pay.virtual.consul.", "AAAA"),
+        ("pay.virtual.consul.", "SRV"),
+        ("pay.virtual.consul.", "TXT"),
+        ("native.virtual.consul.", "SRV"),
+        ("pay.virtual.dc1.dc.consul.", "A"),
+        ("pay.virtual.dc2.dc.consul.", "A"),
+        (f"pay.virtual.{PEER}.consul.", "A"),
+        (f"pweb.virtual.{PEER}.peer.consul.", "A"),
+    ]
+    # A cluster peer's imported services.
+    for svc in ("pweb", "pnode", "nope"):
+        names += [(f"{svc}.service.{PEER}.peer.consul.", t) for t in ("A", "AAAA", "SRV")]
+    names += [
+        (f"_pweb._tcp.service.{PEER}.peer.consul.", "SRV"),
+        (f"v1.pweb.service.{PEER}.peer.consul.", "A"),
+        (f"v2.pweb.service.{PEER}.peer.consul.", "A"),
+        ("pweb.service.px.peer.consul.", "A"),
+        (f"pweb.service.{PEER}.consul.", "A"),
+        (f"dev1.node.{PEER}.peer.consul.", "A"),
+    ]
+    # Enterprise locality labels: CE has only the defaults.
+    names += [
+        ("web.service.dc1.dc.consul.", "A"),
+        ("web.service.dc.dc1.consul.", "A"),
+        ("web.service.default.ns.consul.", "A"),
+        ("web.service.default.ap.consul.", "A"),
+        ("web.service.default.ns.default.ap.dc1.dc.consul.", "SRV"),
+        ("web.service.other.ns.consul.", "A"),
+        ("web.service.other.ap.dc1.dc.consul.", "A"),
+        ("web.service.default.ap.default.ns.consul.", "A"),
+        ("dev1.node.default.ns.dc1.dc.consul.", "A"),
+        ("native.connect.default.ns.consul.", "A"),
+        (f"pweb.service.default.ns.{PEER}.peer.consul.", "A"),
     ]
     # PTR last: in lazy mode a service's addresses are known once it is watched.
     for address in (
@@ -249,10 +330,102 @@ def build_catalog(agent: ConsulAgent) -> None:
     wait_for(settled, timeout=15, message="agent services synced to the catalog")
 
 
+def build_mesh(agent: ConsulAgent) -> None:
+    """Connect proxies and a native service, an ingress gateway, their virtual IPs."""
+    passing = [{"CheckID": "mesh-ok", "Name": "ok", "Status": "passing"}]
+    agent.catalog_register(
+        "ext-m", "127.0.0.30", service={"Service": "pay", "ID": "pay", "Port": 7100}
+    )
+    for i, status in enumerate(("passing", "warning", "critical")):
+        sid = f"pay-proxy{i}"
+        agent.catalog_register(
+            "ext-m",
+            "127.0.0.30",
+            service={
+                "Kind": "connect-proxy",
+                "Service": "pay-sidecar-proxy",
+                "ID": sid,
+                "Address": f"127.0.0.{31 + i}",
+                "Port": 21000 + i,
+                "Proxy": {"DestinationServiceName": "pay", "DestinationServiceID": "pay"},
+            },
+            checks=[{"CheckID": sid, "Name": sid, "Status": status, "ServiceID": sid}],
+        )
+    agent.catalog_register(
+        "ext-m",
+        "127.0.0.30",
+        service={"Service": "native", "ID": "native", "Port": 7200, "Connect": {"Native": True}},
+        checks=passing,
+    )
+    # A sidecar that never passes (no Envoy): mesh.connect is NXDOMAIN.
+    agent.catalog_register(
+        "ext-m", "127.0.0.30", service={"Service": "mesh", "ID": "mesh", "Port": 7300}
+    )
+    agent.catalog_register(
+        "ext-m",
+        "127.0.0.30",
+        service={
+            "Kind": "connect-proxy",
+            "Service": "mesh-sidecar-proxy",
+            "ID": "mesh-proxy",
+            "Port": 21010,
+            "Proxy": {"DestinationServiceName": "mesh"},
+        },
+        checks=[
+            {"CheckID": "mesh-proxy", "Name": "l", "Status": "critical", "ServiceID": "mesh-proxy"}
+        ],
+    )
+    agent.config_entry(
+        {
+            "Kind": "ingress-gateway",
+            "Name": "ig",
+            "Listeners": [{"Port": 8888, "Protocol": "tcp", "Services": [{"Name": "pay"}]}],
+        }
+    )
+    agent.catalog_register(
+        "ext-g",
+        "127.0.0.40",
+        service={"Kind": "ingress-gateway", "Service": "ig", "ID": "ig", "Port": 8443},
+        checks=passing,
+    )
+
+    def ready() -> bool:
+        vips = [
+            entry["Service"]["TaggedAddresses"].get("consul-virtual")
+            for svc in ("pay", "native")
+            for entry in agent.get(f"/v1/health/connect/{svc}")
+        ]
+        return bool(vips) and all(vips) and bool(agent.get("/v1/health/ingress/pay"))
+
+    wait_for(ready, timeout=15, message="mesh registered with virtual IPs")
+
+
+def build_peer(agent: ConsulAgent, peer: ConsulAgent) -> None:
+    """``peer``'s services pweb (own addresses, tags) and pnode (the node's address),
+    imported by ``agent`` as peer PEER."""
+    peer.register_service("pweb", service_id="pweb0", address="127.0.0.50", port=80, tags=["v1"])
+    peer.register_service("pweb", service_id="pweb1", address="127.0.0.51", port=81)
+    peer.register_service("pnode", service_id="pnode0", port=90)
+    agent.peer_with(peer, PEER, as_name="gw")
+    peer.export_services(["pweb", "pnode"], "gw")
+
+    def imported() -> bool:
+        return all(
+            len(agent.get(f"/v1/health/service/{svc}", peer=PEER)) == count
+            for svc, count in (("pweb", 2), ("pnode", 1))
+        )
+
+    wait_for(imported, timeout=60, message="peer's services imported")
+
+
 @pytest.fixture(scope="module")
 def catalog() -> Iterator[tuple[ConsulAgent, KnotUpstream]]:
-    with ConsulAgent() as agent, KnotUpstream() as knot:
+    peer = ConsulAgent("peer1", peering=True)
+    peer.datacenter = "dc2"  # another cluster
+    with ConsulAgent(peering=True) as agent, peer, KnotUpstream() as knot:
         build_catalog(agent)
+        build_mesh(agent)
+        build_peer(agent, peer)
         yield agent, knot
 
 

@@ -173,14 +173,14 @@ def test_idle_service_is_unwatched_and_fetched_again(
             timeout=5,
             message="the idle service's watch to stop",
         )
-        fetches = gw.metrics()["consul_first_fetches"]
+        fetches = gw.metrics()["consul_first_fetches_total"]
         # Still answered, and correctly, after a change made while nobody watched.
         agent.register_service("idle", service_id="idle2", address="127.0.0.38", port=1)
         wait_for(
             lambda: addresses(gw, name) == {"127.0.0.37", "127.0.0.38"},
             timeout=CHANGE_TIMEOUT_S,
         )
-        assert gw.metrics()["consul_first_fetches"] > fetches
+        assert gw.metrics()["consul_first_fetches_total"] > fetches
 
 
 def test_watch_all_watches_every_service_up_front(agent: ConsulAgent, knot: KnotUpstream) -> None:
@@ -195,4 +195,4 @@ def test_watch_all_watches_every_service_up_front(agent: ConsulAgent, knot: Knot
             message=f"all {len(services)} services watched and loaded",
         )
         assert addresses(gw, "eager-a.service.consul") == {"127.0.0.39"}
-        assert gw.metrics()["consul_first_fetches"] == 0
+        assert gw.metrics()["consul_first_fetches_total"] == 0

@@ -114,4 +114,4 @@ def test_no_failed_answer_during_leader_election(knot: KnotUpstream) -> None:
             )
             assert loop.fresh_asked > 0
             assert not loop.failures, loop.failures[:10]
-            assert gw.metrics()["consul_http_errors"] == 0
+            assert gw.metrics()["consul_http_errors_total"] == 0

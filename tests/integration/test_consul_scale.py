@@ -97,10 +97,10 @@ def test_watches_hold_few_connections_and_make_few_requests(
     assert gateway.pid is not None
     held = tcp_connections_to(int(agent.http_addr.rsplit(":", 1)[1]), process_tree(gateway.pid))
     assert sum(held.values()) <= MAX_CONNECTIONS_HELD, held
-    before = gateway.metrics()["consul_http_requests"]
+    before = gateway.metrics()["consul_http_requests_total"]
     time.sleep(IDLE_WINDOW_S)  # a window to count requests in, not a wait for a state
     metrics = gateway.metrics()
-    requests = metrics["consul_http_requests"] - before
+    requests = metrics["consul_http_requests_total"] - before
     assert requests <= MAX_IDLE_REQUESTS, f"{requests} requests in {IDLE_WINDOW_S} s"
     assert metrics["consul_watched_services"] > SERVICES
     assert metrics["consul_node_dumps"] == 1

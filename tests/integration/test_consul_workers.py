@@ -89,9 +89,9 @@ def both_answer_a_change(agent: ConsulAgent, gw: ConsulGateway, workers: int) ->
             timeout=STATE_TIMEOUT_S,
             message="svc0 NXDOMAIN from every worker",
         )
-        counts = [gw.metrics(worker=w)["udp_queries"] for w in range(workers)]
+        counts = [gw.metrics(worker=w)['queries_total{transport="udp"}'] for w in range(workers)]
         assert set(ask_all(gw, "svc0.service.consul")) == {dns.rcode.NXDOMAIN}
-        after = [gw.metrics(worker=w)["udp_queries"] for w in range(workers)]
+        after = [gw.metrics(worker=w)['queries_total{transport="udp"}'] for w in range(workers)]
         assert all(a > b for a, b in zip(after, counts, strict=True)), (counts, after)
     finally:
         agent.set_check("service:svc0-0", "pass")

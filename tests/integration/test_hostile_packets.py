@@ -26,7 +26,7 @@ from gateway.server.transport import UdpListener
 from harness.ports import LOOPBACK
 from harness.process import wait_for
 from tests.support.dnsclient import query
-from tests.support.hostile import MeteredGateway, frame, send_forged
+from tests.support.hostile import UDP_QUERIES, MeteredGateway, frame, send_forged
 from tests.unit.server.test_resolver import make
 
 # After the forged packet arrives, how long a loop would have to show itself
@@ -52,28 +52,28 @@ def forged_response() -> bytes:
 
 
 def wait_received(gw: MeteredGateway, before: float) -> None:
-    wait_for(lambda: gw.counter("udp_queries") > before, 5, message="the forged packet")
+    wait_for(lambda: gw.counter(UDP_QUERIES) > before, 5, message="the forged packet")
 
 
 def test_a_forged_response_between_two_gateways_is_dropped() -> None:
     with MeteredGateway() as a, MeteredGateway() as b:
-        a_before, b_before = a.counter("udp_queries"), b.counter("udp_queries")
+        a_before, b_before = a.counter(UDP_QUERIES), b.counter(UDP_QUERIES)
         # From a's address and port to b: b's reply, if any, goes to a.
         send_forged((a.host, a.port), (b.host, b.port), [forged_response()])
         wait_received(b, b_before)
         time.sleep(SETTLE_S)
-        a_seen = a.counter("udp_queries") - a_before
-        b_seen = b.counter("udp_queries") - b_before
+        a_seen = a.counter(UDP_QUERIES) - a_before
+        b_seen = b.counter(UDP_QUERIES) - b_before
         assert (a_seen, b_seen) == (0, 1), f"a loop: a received {a_seen}, b {b_seen} packets"
         assert b.counter("dropped_responses") == 1
 
 
 def test_a_forged_response_from_itself_is_dropped(gw: MeteredGateway) -> None:
-    before = gw.counter("udp_queries")
+    before = gw.counter(UDP_QUERIES)
     send_forged((gw.host, gw.port), (gw.host, gw.port), [forged_response()])
     wait_received(gw, before)
     time.sleep(SETTLE_S)
-    seen = gw.counter("udp_queries") - before
+    seen = gw.counter(UDP_QUERIES) - before
     assert seen == 1, f"the gateway answered itself: {seen} packets"
     assert gw.counter("dropped_responses") == 1
 
@@ -99,7 +99,7 @@ def test_packets_shorter_than_a_header_get_no_reply(gw: MeteredGateway) -> None:
 def test_packets_from_port_zero_are_dropped_without_a_traceback(gw: MeteredGateway) -> None:
     """Fast-path answers (the SOA) and slow-path ones (other names) alike."""
     lines_before = len(gw.log_text().splitlines())
-    before = gw.counter("udp_queries")
+    before = gw.counter(UDP_QUERIES)
     soa = dns.message.make_query("consul.", "SOA").to_wire()
     payloads = [
         soa if i % 2 else dns.message.make_query(f"n{i}.service.consul", "A").to_wire()
@@ -112,7 +112,7 @@ def test_packets_from_port_zero_are_dropped_without_a_traceback(gw: MeteredGatew
     added = log.splitlines()[lines_before:]
     assert "Traceback" not in log, "\n".join(added[:20])
     assert len(added) <= MAX_FLOOD_LOG_LINES, "\n".join(added[:20])
-    received = gw.counter("udp_queries") - before - 1
+    received = gw.counter(UDP_QUERIES) - before - 1
     assert received > 0
     assert gw.counter("udp_dropped_port_zero") == received
 

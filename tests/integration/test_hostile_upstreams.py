@@ -112,7 +112,7 @@ def test_only_unparseable_replies_give_servfail_and_an_empty_cache(metrics_port:
             assert dns.message.from_wire(data).rcode() == dns.rcode.SERVFAIL
         values = scrape_metrics(f"{LOOPBACK}:{metrics_port}")
         assert values["dns_gateway_cache_entries"] == 0
-        assert values["dns_gateway_forward_malformed"] == 2
+        assert values["dns_gateway_forward_malformed_total"] == 2
         no_traceback(gw)
 
 

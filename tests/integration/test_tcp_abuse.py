@@ -20,7 +20,13 @@ import dns.message
 import pytest
 
 from harness.process import wait_for
-from tests.support.hostile import MeteredGateway, connect_from, frame, is_closed_by_peer
+from tests.support.hostile import (
+    TCP_QUERIES,
+    MeteredGateway,
+    connect_from,
+    frame,
+    is_closed_by_peer,
+)
 
 # A zone whose TXT answer is ~16 KB for a 32-byte query over TCP: a client
 # that pipelines queries and never reads makes the gateway queue ~500 times
@@ -65,7 +71,7 @@ def pipeline_without_reading(gw: MeteredGateway, name: str = BIG_NAME) -> socket
     return sock
 
 
-def settled(gw: MeteredGateway, counter: str = "tcp_queries") -> float:
+def settled(gw: MeteredGateway, counter: str = TCP_QUERIES) -> float:
     """Waits until ``counter`` stops moving (three equal readings); its value."""
     readings: list[float] = []
 

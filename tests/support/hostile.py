@@ -22,6 +22,10 @@ import dns.rcode
 from harness.gateway import METRIC_PREFIX, GatewayProcess, scrape_metrics
 from harness.ports import LOOPBACK, free_port, is_loopback
 
+# The per-transport query counters (``queries_total`` with a ``transport`` label).
+UDP_QUERIES = 'queries_total{transport="udp"}'
+TCP_QUERIES = 'queries_total{transport="tcp"}'
+
 
 class MeteredGateway(GatewayProcess):
     """The embedded catalog, an upstream nobody answers on, and metrics to read."""
@@ -37,9 +41,14 @@ class MeteredGateway(GatewayProcess):
         )  # fmt: skip
 
     def counter(self, name: str) -> float:
-        """A counter or gauge (without the ``dns_gateway_`` prefix); 0 if never set."""
+        """A counter (``name`` without ``_total``) or gauge, without the ``dns_gateway_``
+        prefix, or a whole sample key such as ``queries_total{transport="udp"}``; 0 for
+        an event counter that has not counted yet (it appears with its first event)."""
         values = scrape_metrics(f"{LOOPBACK}:{self.metrics_port}")
-        return values.get(METRIC_PREFIX + name, 0.0)
+        for key in (f"{name}_total", name):
+            if METRIC_PREFIX + key in values:
+                return values[METRIC_PREFIX + key]
+        return 0.0
 
     def rss(self) -> int:
         """The gateway's resident memory in bytes (VmRSS)."""

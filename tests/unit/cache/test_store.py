@@ -138,7 +138,7 @@ def test_bounded_in_bytes_least_recently_used_first() -> None:
     """Issue 9: a flood of random names fills the cache to its byte bound."""
     clock = Clock()
     one = template(response("n0.example.", 60))
-    per_entry = store.entry_bytes(b"k00", (one, 0, one, b"\x00" * 6, 0.0, 0.0, 0.0))
+    per_entry = store.entry_bytes(b"k00", (one, 0, one, b"\x00" * 6, 0.0, 0.0, 0.0, 0))
     policy = CachePolicy(10**6, 0, 3600, 600, 100, 30, max_bytes=10 * per_entry)
     cache = ForwardCache(policy, clock)
     for i in range(25):

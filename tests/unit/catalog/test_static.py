@@ -6,9 +6,12 @@ from pathlib import Path
 import pytest
 
 from gateway.catalog import static as static_catalog
-from gateway.catalog.model import CRITICAL, WARNING
+from gateway.catalog.answers import CatalogAnswerer
+from gateway.catalog.model import CONNECT, CRITICAL, WARNING
 from gateway.catalog.static import CatalogFileError
-from gateway.options import EMBEDDED_CATALOG
+from gateway.dns import codec, wire
+from gateway.options import EMBEDDED_CATALOG, Config
+from tests.unit.helpers import parsed
 
 
 def write(tmp_path: Path, data: object, name: str = "svc.json") -> Path:
@@ -49,6 +52,24 @@ def test_camel_case_keys_and_agent_keys(tmp_path: Path) -> None:
         ({"service": {"name": "x", "check": {"status": "sick"}}}, "'status'"),
         ({"service": {"name": "x", "colour": "red"}}, "unknown key 'colour'"),
         ({"servics": []}, "unknown key 'servics'"),
+        ({"service": {"name": "x", "connect": True}}, "key 'connect' must be an object"),
+        ({"service": {"name": "x", "connect": {"native": "yes"}}}, "'connect.native'"),
+        ({"service": {"name": "x", "kind": 7}}, "key 'kind' must be a string"),
+        ({"service": {"name": "x", "kind": "connect-proxy"}}, "needs the object 'proxy'"),
+        (
+            {"service": {"name": "x", "kind": "connect-proxy", "proxy": {}}},
+            "'proxy.destination_service_name' is required",
+        ),
+        (
+            {
+                "service": {
+                    "name": "x",
+                    "kind": "connect-proxy",
+                    "proxy": {"destination_service_name": "a.b"},
+                }
+            },
+            "one DNS label",
+        ),
         ({"services": {}}, "must be a list"),
         ([], "expected a JSON object"),
     ],
@@ -146,3 +167,34 @@ def test_a_folder_that_cannot_be_listed_is_an_error(
     with pytest.raises(CatalogFileError, match="cannot read the catalog folder") as err:
         static_catalog.load(tmp_path, "dc1")
     assert str(err.value).startswith(f"{tmp_path}:")
+
+
+def test_connect_native_and_proxies_answer_connect_names(tmp_path: Path) -> None:
+    """Issue 8: what a service definition can say of Connect, the static catalog answers."""
+    write(tmp_path, {
+        "node_name": "m1", "advertise_addr": "192.0.2.50",
+        "services": [
+            {"name": "pay", "port": 7100},
+            {"name": "pay-sidecar-proxy", "kind": "connect-proxy", "port": 21000,
+             "address": "192.0.2.51", "proxy": {"destination_service_name": "Pay"}},
+            {"name": "native", "port": 7200, "Connect": {"Native": True}},
+            {"name": "plain", "port": 7300, "connect": {"native": False}},
+        ],
+    })  # fmt: skip
+    snap = static_catalog.load(tmp_path, "dc1")
+    connect = snap.endpoints[CONNECT]
+    assert [i.service_id for i in connect[("dc1", "pay")]] == ["pay-sidecar-proxy"]
+    assert [i.service_id for i in connect[("dc1", "native")]] == ["native"]
+    assert ("dc1", "plain") not in connect
+    answerer = CatalogAnswerer(Config())
+
+    def ask(name: str) -> codec.Answer:
+        out = answerer.answer(snap, parsed(name, "A"), "consul")
+        assert isinstance(out, codec.Answer)
+        return out
+
+    assert [r.rdata for r in ask("pay.connect.consul").answer] == [bytes([192, 0, 2, 51])]
+    assert [r.rdata for r in ask("native.connect.consul").answer] == [bytes([192, 0, 2, 50])]
+    assert ask("plain.connect.consul").rcode == wire.NXDOMAIN
+    assert ask("pay.ingress.consul").rcode == wire.NXDOMAIN  # not expressible in a file
+    assert ask("pay.service.consul").answer  # the service itself is unchanged

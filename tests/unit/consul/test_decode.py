@@ -93,6 +93,17 @@ def test_instance_without_own_address_uses_the_node_address() -> None:
     assert got.address == "" and got.effective_address == "10.0.0.1"
 
 
+def test_virtual_ip_from_the_consul_virtual_tagged_address() -> None:
+    tagged = {
+        "consul-virtual": {"Address": "240.0.0.1", "Port": 21000},
+        "lan_ipv4": {"Address": "10.0.1.1", "Port": 21000},
+    }
+    assert instance_from_entry(entry(TaggedAddresses=tagged), "dc1").virtual_ip == "240.0.0.1"
+    assert instance_from_entry(entry(), "dc1").virtual_ip == ""
+    broken = {"consul-virtual": "240.0.0.1"}  # not the object Consul writes
+    assert instance_from_entry(entry(TaggedAddresses=broken), "dc1").virtual_ip == ""
+
+
 def test_missing_optional_fields_take_consul_defaults() -> None:
     raw = entry(Tags=None, Meta=None, Weights=None)
     got = instance_from_entry(raw, "dc1")

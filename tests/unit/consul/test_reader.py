@@ -26,6 +26,8 @@ def test_read_params() -> None:
         ("index", "7"),
         ("wait", "60000ms"),
     ]
+    # A cluster peer's data is imported into the local datacenter: ?peer=, no dc.
+    assert read_params("pa.peer") == [("peer", "pa"), ("stale", "")]
 
 
 class ScriptedHTTP:

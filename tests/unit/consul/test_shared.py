@@ -7,11 +7,11 @@ import pickle
 
 import pytest
 
-from gateway.catalog.model import Instance, Node, Snapshot
+from gateway.catalog.model import CONNECT, INGRESS, Instance, Node, Snapshot
 from gateway.catalog.source import CatalogUnavailable
 from gateway.consul.shared import SharedSource, diff, encode, patch, receive
 from gateway.consul.snapshot import build_snapshot
-from gateway.metrics import Metrics
+from gateway.metrics import Metrics, counter_family
 from tests.unit.consul.fakes import settle
 
 pytestmark = pytest.mark.timeout(10)
@@ -58,16 +58,22 @@ def test_snapshots_stats_and_fetch_answers_from_the_watcher() -> None:
         source.attach(reader, written)
         view = Snapshot(services={("dc1", "web"): WEB}, complete=False)
         reader.feed_data(encode(("snapshot", view)))
-        reader.feed_data(encode(("stats", {"consul_http_requests": 7.0})))
+        assert metrics.not_ready() == ["consul first view"]  # until the watcher says so
+        requests = counter_family("consul_http_requests", "Requests.", (), [((), 7.0)])
+        reader.feed_data(encode(("stats", {"families": [requests], "ready": True})))
         await settle()
         assert source.snapshot().services[("dc1", "web")] == WEB
         assert len(swaps) == 1
-        assert metrics.snapshot()["consul_http_requests"] == 7.0
+        assert metrics.snapshot()["consul_http_requests_total"] == 7.0
+        assert metrics.not_ready() == []
         # A fetch is asked of the watcher and returns with its answer.
         fetch = asyncio.ensure_future(source.fetch_service("dc1", "api"))
         failed = asyncio.ensure_future(source.fetch_query("dc1", "q"))
         await settle()
-        assert await written.messages() == [("service", 1, "dc1", "api"), ("query", 2, "dc1", "q")]
+        assert await written.messages() == [
+            ("service", 1, "dc1", "api", "service"),
+            ("query", 2, "dc1", "q"),
+        ]
         reader.feed_data(encode(("done", 1, None)) + encode(("done", 2, "no such query")))
         await asyncio.wait_for(fetch, 1.0)
         with pytest.raises(CatalogUnavailable, match="no such query"):
@@ -162,3 +168,34 @@ def test_a_delta_carries_only_what_changed_and_patches_to_the_new_view() -> None
         await source.stop()
 
     asyncio.run(main())
+
+
+def test_connect_views_travel_as_deltas_too() -> None:
+    """Issue 8's connect/ingress instances (Snapshot.endpoints) reach the workers as
+    deltas per endpoint, not as the whole views on every swap."""
+    names = {"dc1": frozenset({"web", "api"})}
+    proxy = (Instance("web-sidecar-proxy", "p1", NODE, "10.0.3.1", 21000),)
+    moved = (Instance("web-sidecar-proxy", "p1", NODE, "10.0.3.2", 21000),)
+
+    def build(connect: dict[tuple[str, str], tuple[Instance, ...]]) -> Snapshot:
+        return build_snapshot(
+            static=None, services={("dc1", "web"): WEB}, names=names,
+            datacenters=frozenset({"dc1"}), nodes={}, queries={}, available=True,
+            endpoints={CONNECT: connect, INGRESS: {}},
+        )  # fmt: skip
+
+    old = build({("dc1", "web"): proxy})
+    new = build({("dc1", "web"): moved})
+    parts = diff(old, new)
+    kind, views, gone = parts["endpoints"]
+    assert kind == "views" and gone == []
+    view_kind, (changed, removed), names_delta, _ = views[CONNECT]
+    assert view_kind == "view" and changed == {("dc1", "web"): moved} and removed == []
+    assert names_delta == ({}, [])  # the name lists are not sent again
+    patched = patch(old, parts)
+    assert patched.endpoints[CONNECT].get(("dc1", "web")) == moved
+    assert patched.endpoints[CONNECT].get(("dc1", "nope")) == ()  # still settled by the list
+    assert dict(patched.endpoints[INGRESS].items()) == {}
+    # From a snapshot without them (a worker's first), the views come whole.
+    first = patch(Snapshot(), diff(Snapshot(), new))
+    assert first.endpoints[CONNECT].get(("dc1", "web")) == moved

@@ -5,7 +5,15 @@ from __future__ import annotations
 import pytest
 
 from gateway.catalog.answers import CatalogAnswerer, NeedService
-from gateway.catalog.model import CRITICAL, PASSING, Instance, Node, PreparedResult, Snapshot
+from gateway.catalog.model import (
+    CONNECT,
+    CRITICAL,
+    PASSING,
+    Instance,
+    Node,
+    PreparedResult,
+    Snapshot,
+)
 from gateway.consul.snapshot import ServiceView, build_snapshot, layer_services, safe_name
 from gateway.dns import wire
 from gateway.dns.codec import Answer
@@ -126,3 +134,27 @@ def test_answerer_on_a_consul_view() -> None:
     for unknown in ("nope.service.consul", "web.service.dc9.consul"):
         answer = ask(unknown)
         assert isinstance(answer, Answer) and answer.rcode == wire.NXDOMAIN
+
+
+def test_connect_instances_of_static_files_layer_under_consuls() -> None:
+    """Issue 8: a Connect-native service from --catalog files answers <svc>.connect
+    beside Consul, and Consul's instances win for a service it has some of."""
+    files = {
+        ("dc1", "legacy"): (inst("legacy", "10.0.2.1"),),
+        ("dc1", "web"): (inst("web", "10.0.2.2"),),
+    }
+    static = Snapshot(endpoints={CONNECT: files})
+    snap = build_snapshot(
+        static=static,
+        services={},
+        names={"dc1": frozenset({"web", "legacy"})},
+        datacenters=frozenset({"dc1"}),
+        nodes={},
+        queries={},
+        available=True,
+        endpoints={CONNECT: {("dc1", "web"): (inst("web", "10.0.1.9"),)}},
+    )
+    connect = snap.endpoints[CONNECT]
+    assert connect.get(("dc1", "legacy")) == (inst("legacy", "10.0.2.1"),)
+    assert connect.get(("dc1", "web")) == (inst("web", "10.0.1.9"),)
+    assert connect.get(("dc1", "nope")) == ()  # not in Consul's list: known absent

@@ -10,6 +10,7 @@ import asyncio
 
 import pytest
 
+from gateway.catalog.model import CONNECT, INGRESS
 from gateway.catalog.source import CatalogUnavailable
 from gateway.consul.http import ConsulSetupError
 from gateway.consul.source import ConsulSource, Tuning
@@ -392,3 +393,42 @@ def test_services_watched_from_the_start_are_never_idle() -> None:
         assert source.stats["first_fetches"] == 0
 
     run(test, consul_watch_all=True, consul_idle_unwatch=60.0)
+
+
+# -- the mesh and peer name forms (issue 8) -----------------------------------------
+
+
+def test_connect_and_ingress_watch_their_own_health_endpoints() -> None:
+    async def test(source: ConsulSource, fake: FakeConsul, clock: FakeClock) -> None:
+        proxy = health_entry("web-sidecar-proxy", "10.0.2.1")
+        proxy["Service"]["TaggedAddresses"] = {"consul-virtual": {"Address": "240.0.0.9"}}
+        fake.bodies["/v1/health/connect/web"] = [proxy]
+        fake.bodies["/v1/health/ingress/web"] = [health_entry("ig", "10.0.3.1")]
+        await source.fetch_service("dc1", "web", CONNECT)
+        await source.fetch_service("dc1", "web", INGRESS)
+        snap = source.snapshot()
+        assert [i.virtual_ip for i in snap.endpoints[CONNECT][("dc1", "web")]] == ["240.0.0.9"]
+        assert [i.address for i in snap.endpoints[INGRESS][("dc1", "web")]] == ["10.0.3.1"]
+        assert snap.services.get(("dc1", "web")) is None  # the service itself: not fetched
+        # Settled by the service list like services: no request for an unknown name.
+        assert snap.endpoints[CONNECT].get(("dc1", "nope")) == ()
+        await settle()
+        assert len(fake.requests("/v1/health/connect/web")) == 2  # first read, then blocking
+        # Leaving Consul's list stops the watch and forgets its instances.
+        fake.change("/v1/catalog/services", {"consul": []})
+        await tick_until(clock, lambda: not source.snapshot().endpoints[CONNECT], limit_s=5)
+
+    run(test)
+
+
+def test_peer_services_are_read_with_the_peer_parameter() -> None:
+    async def test(source: ConsulSource, fake: FakeConsul, clock: FakeClock) -> None:
+        # A peer is no datacenter of Consul's list, yet not known absent.
+        assert source.snapshot().services.get(("pa.peer", "web")) is None
+        await source.fetch_service("pa.peer", "web")
+        assert [i.address for i in source.snapshot().services[("pa.peer", "web")]] == ["10.0.1.1"]
+        assert fake.requests("/v1/health/service/web")[0] == {"peer": "pa", "stale": ""}
+        # A peer name that cannot be one is known absent without a request.
+        assert source.snapshot().services.get(("a%2f.peer", "web")) == ()
+
+    run(test)

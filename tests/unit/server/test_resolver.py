@@ -246,3 +246,29 @@ def test_unparseable_upstream_reply_gets_servfail_and_is_never_cached() -> None:
         (reply,) = replies
         assert dns.message.from_wire(reply).rcode() == dns.rcode.SERVFAIL
         assert len(resolver._forward.cache) == 0
+
+
+def test_every_answer_counts_once_in_its_tally_slot() -> None:
+    """Issue 10: answers by answerer, query type and rcode, on both paths."""
+    from gateway import metrics as m
+
+    resolver, forwarder, _ = make()
+    for _ in range(3):
+        ask(resolver, query_bytes("web.service.consul", "A"))  # slow once, then fast
+    ask(resolver, query_bytes("router.home.arpa", "AAAA"))
+    # A whole header and a question that does not parse: FORMERR, built by the gateway.
+    ask(resolver, b"\x12\x34\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00\x3f")
+    ask(resolver, query_bytes("www.example.org", "A"))
+    question, _, done = forwarder.calls[0]
+    done(upstream_reply(question))
+    ask(resolver, query_bytes("www.example.org", "A"))  # from the cache, fast path
+    counted = dict(resolver.metrics.tally.items())
+    assert counted[(m.CATALOG, "A", 0)] == 3
+    assert counted[(m.ZONE, "AAAA", 0)] == 1
+    assert counted[(m.FORWARD, "A", 0)] == 1
+    assert counted[(m.CACHE, "A", 0)] == 1
+    assert counted[(m.ERROR, "other", 1)] == 1
+    latency = resolver.metrics.latency
+    assert sum(latency[m.CATALOG].counts) == 1  # only the slow-path answer is timed
+    assert sum(latency[m.FORWARD].counts) == 1
+    assert sum(latency[m.CACHE].counts) == 0
