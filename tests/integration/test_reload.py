@@ -20,7 +20,8 @@ import dns.exception
 import dns.message
 import dns.rcode
 
-from harness.gateway import GatewayProcess
+from harness.gateway import GatewayProcess, scrape_families
+from harness.ports import free_port
 from harness.process import wait_for
 from tests.support.dnsclient import query
 from tests.support.scripted import ScriptedUpstream, UpstreamThread, reply_to
@@ -89,7 +90,9 @@ def test_sighup_swaps_the_whole_configuration_without_losing_a_query(tmp_path: P
     conf = tmp_path / "gw.toml"
     up_a, up_b = answering(UPSTREAM_A), answering(UPSTREAM_B)
     conf.write_text(toml(zones, up_a.address))
-    with UpstreamThread(up_a, up_b), GatewayProcess("--config", str(conf)) as gw:
+    metrics_port = free_port()
+    args = ("--config", str(conf), "--metrics-listen", f"127.0.0.1:{metrics_port}")
+    with UpstreamThread(up_a, up_b), GatewayProcess(*args) as gw:
         assert gw.pid is not None
         pid = gw.pid
         names = (f"n{i}.example" for i in itertools.count())  # never cached
@@ -150,3 +153,9 @@ def test_sighup_swaps_the_whole_configuration_without_losing_a_query(tmp_path: P
         assert {rr.address for rr in reply.answer[0]} == {UPSTREAM_B}
         assert {rr.address for rr in tcp_ask(tcp, "www.lab.test").answer[0]} == {latest}
         tcp.close()
+        # After 7 reloads the exposition still parses: each family once, both upstreams in it.
+        families = scrape_families(f"127.0.0.1:{metrics_port}")
+        family_names = [family.name for family in families]
+        assert len(family_names) == len(set(family_names))
+        [queries] = [f for f in families if f.name == "dns_gateway_upstream_queries"]
+        assert {s.labels["upstream"] for s in queries.samples} == {up_a.address, up_b.address}
