@@ -13,12 +13,12 @@ import socket
 import sys
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import dns.name
 
 from gateway import metrics as m
+from gateway.background import SerialJob
 from gateway.cache.store import CachePolicy, ForwardCache
 from gateway.catalog import static as static_catalog
 from gateway.catalog.model import Snapshot
@@ -27,10 +27,13 @@ from gateway.errors import StartupError
 from gateway.forward.forwarder import Forwarder, Mode, UpstreamStats
 from gateway.forward.resolv import ResolvWatcher, standard_upstreams
 from gateway.forward.rules import ForwardRules, build_rules
+from gateway.hosts import watch as hosts_watch
+from gateway.hosts.table import HostsTable
 from gateway.metrics import Metrics, serve_http
 from gateway.options import Config, ConfigError, Endpoint
 from gateway.server import interfaces
 from gateway.server.access import AccessPolicy
+from gateway.server.querylog import QueryLog
 from gateway.server.ratelimit import ResponseRateLimiter, UdpLimits
 from gateway.server.resolver import Resolver
 from gateway.server.tcp_limits import TcpLimits
@@ -154,8 +157,13 @@ class Answering:
             forwarder.close()
 
     def gate_for(self, host: str) -> Gate | None:
-        """The gate for a UDP listener on ``host``; None for loopback-only ones."""
-        return self.gate if self.gate.policy.checks_listener(host) else None
+        """The gate for a UDP listener on ``host``; None for loopback-only ones.
+
+        --log-queries: every listener takes the gate, which hands out the
+        logging answer functions (no test per query when it is off).
+        """
+        checked = self.config.log_queries or self.gate.policy.checks_listener(host)
+        return self.gate if checked else None
 
 
 def _cache_policy(config: Config) -> CachePolicy:
@@ -177,12 +185,16 @@ def build_answering(
     config: Config,
     source: CatalogSource,
     zone_set: dict[dns.name.Name, zones.Zone],
+    hosts: HostsTable,
     metrics: Metrics,
     *,
     previous: Answering | None = None,
     log_it: bool = True,
 ) -> Answering:
     """The resolver and its parts for ``config``; ConfigError for a zone that clashes.
+
+    ``hosts``: the hosts files' table to answer from (the hosts watch of
+    ``Server`` keeps it up to date).
 
     ``previous``: the answering being replaced (reload), whose cache is kept
     when the cache options did not change.
@@ -216,6 +228,7 @@ def build_answering(
             call_later=loop.call_later,
             rules=rules,
             domain_upstreams=domain_forwarders,
+            hosts=hosts,
         )
     except ValueError as exc:  # a zone that is also the Consul domain
         for made in (forwarder, *domain_forwarders):
@@ -223,6 +236,7 @@ def build_answering(
                 made.close()
         raise ConfigError(f"option 'zones' ({config.zones}): {exc}") from None
     _wire_metrics(metrics, cache, forwarder, upstream_stats, families=previous is None)
+    metrics.gauge("hosts_names", lambda: resolver.hosts_names)
     resolv_watcher = None
     if watch and forwarder is not None:
         resolv_watcher = ResolvWatcher(
@@ -256,7 +270,10 @@ async def serve(
     metrics = Metrics()
     files = read_files(config, with_catalog=_reads_catalog(config, watcher))
     source = build_source(config, files.catalog, watcher)
-    answering = build_answering(config, source, files.zone_set, metrics, log_it=worker == 0)
+    hosts = hosts_watch.read_all(hosts_watch.paths(config), config.local_ttl)
+    answering = build_answering(
+        config, source, files.zone_set, hosts.table, metrics, log_it=worker == 0
+    )
     tcp = TcpServer(answering.resolver, answering.tcp_limits, gate=answering.gate)
     metrics.gauge("tcp_connections", lambda: tcp.connections, "Open client TCP connections.")
     metrics.gauge(
@@ -264,7 +281,7 @@ async def serve(
     )
     if hasattr(source, "register_metrics"):
         source.register_metrics(metrics)
-    server = Server(answering, source, tcp, metrics, notifier or Notifier(None), worker)
+    server = Server(answering, source, tcp, metrics, notifier or Notifier(None), worker, hosts)
     await server.run(sources, sockets, ready)
 
 
@@ -325,7 +342,10 @@ def _gate(config: Config, resolver: Resolver, metrics: Metrics, *, log_it: bool)
             "rrl_accounts", lambda: len(limiter), "Client networks the rate limiter tracks."
         )
     limits = UdpLimits(limiter, config.max_amplification, metrics.counters)
-    return Gate(resolver, policy, limits, drop_denied=config.refuse_action == "drop")
+    querylog = QueryLog(resolver) if config.log_queries else None
+    return Gate(
+        resolver, policy, limits, drop_denied=config.refuse_action == "drop", querylog=querylog
+    )
 
 
 def _wire_metrics(
@@ -401,10 +421,12 @@ def _describe_upstreams(forwarder: Forwarder | None) -> str:
 
 @dataclass(frozen=True)
 class Files:
-    """What a reload reads: the zones and the static catalog files' snapshot."""
+    """What a reload reads: the zones, the static catalog files' snapshot, and the
+    hosts files when a reload changes which (None: the running hosts table stays)."""
 
     zone_set: dict[dns.name.Name, zones.Zone]
     catalog: Snapshot | None
+    hosts: hosts_watch.Reading | None = None
 
 
 def read_files(config: Config, with_catalog: bool) -> Files:
@@ -458,7 +480,9 @@ class Server:
         metrics: Metrics,
         notifier: Notifier,
         worker: int,
+        hosts: hosts_watch.Reading,
     ) -> None:
+        """``hosts``: the hosts files as read for ``answering``."""
         self.answering = answering
         self.source = source
         self.tcp = tcp
@@ -474,6 +498,10 @@ class Server:
         # /ready: listeners open and the catalog source started; no longer once stopping.
         self._serving = False
         metrics.readiness("listeners", lambda: self._serving)
+        # The hosts files: their table, kept for the resolver a reload builds, and
+        # their watch, which outlives reloads that keep the files and the TTL.
+        self.hosts_table = hosts.table
+        self.hosts = self._watch_hosts(answering.config, hosts.seen)
 
     @property
     def config(self) -> Config:
@@ -492,7 +520,7 @@ class Server:
         stop = asyncio.Event()
         # Without sources (in-process use) a reload keeps the configuration, rereads files.
         load = sources.load if sources is not None else lambda: config
-        reloader = Reloader(load, config, self.apply, self.notifier)
+        reloader = Reloader(load, config, self.apply, self.notifier, lambda: self.hosts.reload())
         try:
             bound = bind_all(config, passed)
             if config.metrics_listen is not None:
@@ -512,6 +540,7 @@ class Server:
             self._listen(bound, from_systemd=bool(passed))
             await self.source.start()
             self.answering.start()
+            self.hosts.start()
             self._serving = True
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, stop.set)
@@ -528,6 +557,7 @@ class Server:
             await self.stop()
         finally:
             reloader.close()
+            self.hosts.close()
             if self._watchdog is not None:
                 self._watchdog.cancel()
             for _, udp in self.udp:
@@ -619,8 +649,9 @@ class Server:
     def apply(self, config: Config, files: Files) -> None:
         """Swaps in what ``config`` and ``files`` build; raises (nothing swapped) if they cannot."""
         previous = self.answering
+        hosts = files.hosts.table if files.hosts is not None else self.hosts_table
         answering = build_answering(
-            config, self.source, files.zone_set, self.metrics, previous=previous,
+            config, self.source, files.zone_set, hosts, self.metrics, previous=previous,
             log_it=self.worker == 0,
         )  # fmt: skip
         replace_catalog(self.source, config, files.catalog)
@@ -629,8 +660,24 @@ class Server:
         self.tcp.use(answering.resolver, answering.tcp_limits, answering.gate)
         self.answering = answering
         answering.start()
+        if files.hosts is not None:
+            # Other hosts files or another TTL: a watch of the new files.
+            self.hosts.close()
+            self.hosts_table = files.hosts.table
+            self.hosts = self._watch_hosts(config, files.hosts.seen)
+            self.hosts.start()
         logging.getLogger().setLevel(config.log_level.upper())
         self._retire(previous)
+
+    def _watch_hosts(self, config: Config, seen: hosts_watch.Signature) -> hosts_watch.HostsWatch:
+        return hosts_watch.HostsWatch(
+            hosts_watch.paths(config), config.local_ttl, self._on_hosts, seen=seen
+        )
+
+    def _on_hosts(self, table: HostsTable) -> None:
+        """A hosts file changed (or SIGHUP): the answering resolver serves its new table."""
+        self.hosts_table = table
+        self.answering.resolver.replace_hosts(table)
 
     def _retire(self, old: Answering) -> None:
         """The replaced forwarder's queries still get their answers; then it is closed."""
@@ -707,35 +754,32 @@ class Reloader:
         config: Config,
         apply: Callable[[Config, Files], None],
         notifier: Notifier,
+        reread_hosts: Callable[[], None] | None = None,
     ) -> None:
-        """``load``: the configuration as its sources say now (``ConfigSources.load``)."""
+        """``load``: the configuration as its sources say now (``ConfigSources.load``).
+        ``reread_hosts``: reads the hosts files again, on its own (``Server.hosts``)."""
         self._load = load
         self._config = config
         self._apply = apply
         self._notifier = notifier
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="reload")
-        self._busy = False
-        self._again = False
-        self._closed = False
+        self._reread_hosts = reread_hosts
+        self._job = SerialJob(
+            lambda: prepare(self._load, self._config), self._finish, "reload",
+            starting=self._starting,
+        )  # fmt: skip
 
     def request(self) -> None:
         """Starts a reload, or queues one after the reload under way."""
-        if self._closed:
-            return
-        if self._busy:
-            self._again = True
-            return
-        self._busy = True
+        if self._reread_hosts is not None:
+            # On its own: a bad zone file or option must not hold back the hosts files.
+            self._reread_hosts()
+        self._job.request()
+
+    def _starting(self) -> None:
         log.info("reloading files and configuration")
         self._notifier.reloading(time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000)
-        loop = asyncio.get_running_loop()
-        future = loop.run_in_executor(self._executor, prepare, self._load, self._config)
-        future.add_done_callback(self._finish)
 
     def _finish(self, future: asyncio.Future[Prepared]) -> None:
-        self._busy = False
-        if self._closed or future.cancelled():
-            return
         try:
             prepared = future.result()
             self._apply(prepared.config, prepared.files)
@@ -760,14 +804,10 @@ class Reloader:
                 zones.describe(prepared.files.zone_set),
             )
             self._notifier.ready("reloaded")
-        if self._again:
-            self._again = False
-            self.request()
 
     def close(self) -> None:
         """No more reloads; one under way finishes in its thread and is dropped."""
-        self._closed = True
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        self._job.close()
 
 
 @dataclass(frozen=True)
@@ -780,9 +820,18 @@ class Prepared:
 
 
 def prepare(load: Callable[[], Config], current: Config) -> Prepared:
-    """Reads the configuration and its files again (in the reload thread); raises if bad."""
+    """Reads the configuration and its files again (in the reload thread); raises if bad.
+
+    The hosts files are read here only when the options name other files or
+    another TTL (the running hosts watch rereads its own files on SIGHUP).
+    """
     config, restart = reload.settle(current, load())
-    return Prepared(config, read_files(config, with_catalog=config.catalog is not None), restart)
+    files = read_files(config, with_catalog=config.catalog is not None)
+    if not hosts_watch.same_files(current, config):
+        files = replace(
+            files, hosts=hosts_watch.read_all(hosts_watch.paths(config), config.local_ttl)
+        )
+    return Prepared(config, files, restart)
 
 
 @dataclass(frozen=True)

@@ -60,7 +60,10 @@ FORWARD = "forward"
 ERROR = "error"
 # A forwarding rule answered itself (dnsmasq's address=/local=: an address or NXDOMAIN).
 RULE = "rule"
-ANSWERERS = (CATALOG, ZONE, REVERSE, RULE, CACHE, FORWARD, ERROR)
+# The hosts files and the RFC 6761 local names; CHAOS-class questions about the server.
+HOSTS = "hosts"
+CHAOS = "chaos"
+ANSWERERS = (CATALOG, ZONE, REVERSE, HOSTS, CHAOS, RULE, CACHE, FORWARD, ERROR)
 
 # Query types with a label of their own; every other type is "other", so
 # the label set stays bounded (answerers x 15 types x 16 rcodes).
@@ -111,6 +114,10 @@ class AnswerTally:
             self._labels.append(key)
             self.counts.append(0)
         return slot
+
+    def answerer_of(self, slot: int) -> str:
+        """The answerer of a slot ("" for ``UNCOUNTED``)."""
+        return self._labels[slot][0]
 
     def items(self) -> Iterator[tuple[tuple[str, str, int], int]]:
         """((answerer, qtype class, rcode), count) of every slot used so far."""

@@ -26,6 +26,7 @@ import argparse
 import dataclasses
 import ipaddress
 import os
+import re
 import sys
 import tomllib
 from collections.abc import Callable, Mapping
@@ -54,6 +55,7 @@ MAX_DURATION_SECONDS = 10 * 365 * DAY_SECONDS
 # interfaces we listen on" (dnsmasq's local-service), computed at start.
 LOCAL_NETWORKS: Final = "local"
 REFUSE_ACTIONS = ("refuse", "drop")
+CHAOS_ACTIONS = ("answer", "refuse")
 ClientNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network | Literal["local"]
 
 
@@ -61,10 +63,23 @@ class ConfigError(StartupError, ValueError):
     """A bad setting; the message names the option and its source."""
 
 
+# Linux interface names: at most IFNAMSIZ - 1 = 15 bytes, no '/', ':' or blanks.
+_INTERFACE_NAME = re.compile(r"[A-Za-z0-9_.@-]{1,15}")
+
+
 @dataclass(frozen=True, slots=True)
 class Endpoint:
-    host: str
+    host: str  # an IP address; in --listen before start-up, maybe an interface name
     port: int
+
+    @property
+    def is_interface(self) -> bool:
+        """True when ``host`` names an interface (``--listen lo``), not an address."""
+        try:
+            ipaddress.ip_address(self.host)
+        except ValueError:
+            return True
+        return False
 
     def __str__(self) -> str:
         return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
@@ -195,11 +210,28 @@ def _url(value: Any) -> str:
     return text.rstrip("/")
 
 
+def _listen_endpoint(text: str) -> Endpoint:
+    """HOST:PORT as for :func:`parse_endpoint`, or an interface name (``lo``, ``eth0:5353``).
+
+    An interface stays a name here (``Endpoint.is_interface``); its addresses are
+    read where the gateway starts (:func:`with_system_defaults`).
+    """
+    name, _, port_text = text.strip().partition(":")
+    if (
+        ":" in port_text
+        or not _INTERFACE_NAME.fullmatch(name)
+        or not Endpoint(name, 0).is_interface
+    ):
+        return parse_endpoint(text, DEFAULT_DNS_PORT)
+    # The port as parse_endpoint checks it, with a stand-in address.
+    return Endpoint(name, parse_endpoint(f"0.0.0.0:{port_text or DEFAULT_DNS_PORT}", None).port)
+
+
 def _listen_list(value: Any) -> tuple[Endpoint, ...]:
     items = value if isinstance(value, list | tuple) else [value]
     if not items:
-        raise ValueError("needs at least one HOST:PORT")
-    return tuple(parse_endpoint(_string(v), DEFAULT_DNS_PORT) for v in items)
+        raise ValueError("needs at least one HOST:PORT or interface name")
+    return tuple(_listen_endpoint(_string(v)) for v in items)
 
 
 def _upstream_list(value: Any) -> tuple[Endpoint, ...]:
@@ -276,6 +308,18 @@ def _network_list(value: Any) -> tuple[ClientNetwork, ...]:
                 f"{text!r} is not a CIDR (e.g. 10.0.0.0/8) or {LOCAL_NETWORKS!r}"
             ) from None
     return tuple(networks)
+
+
+def _chaos_action(value: Any) -> str:
+    action = _string(value).lower()
+    if action not in CHAOS_ACTIONS:
+        raise ValueError(f"{value!r} is not one of {', '.join(CHAOS_ACTIONS)}")
+    return action
+
+
+def _path_list(value: Any) -> tuple[Path, ...]:
+    items = value if isinstance(value, list | tuple) else [value]
+    return tuple(_path(v) for v in items)
 
 
 def _refuse_action(value: Any) -> str:
@@ -409,13 +453,15 @@ class Config:
     """
 
     listen: tuple[Endpoint, ...] = field(
-        default=(Endpoint("127.0.0.1", DEFAULT_DNS_PORT),),
+        # dnsmasq's default: both loopback addresses.
+        default=(Endpoint("127.0.0.1", DEFAULT_DNS_PORT), Endpoint("::1", DEFAULT_DNS_PORT)),
         metadata=declare(
             _listen_list,
-            "serve DNS on UDP and TCP; repeatable; IPv6 as `[::1]:53`",
+            "serve DNS on UDP and TCP; repeatable; IPv6 as `[::1]:53`; an interface name "
+            "(`lo`, `docker0:53`) means its addresses, as dnsmasq's `interface=`",
             metavar="HOST:PORT",
             repeatable=True,
-            default_text="`127.0.0.1:53`",
+            default_text="`127.0.0.1:53` and `[::1]:53`",
         ),
     )
     upstream: tuple[Endpoint, ...] | None = field(
@@ -451,6 +497,56 @@ class Config:
         metadata=declare(
             _as_bool,
             "allow `$INCLUDE` in zone files (it reads any file the gateway can read)",
+        ),
+    )
+    hosts: bool = field(
+        default=True,
+        metadata=declare(
+            _as_bool,
+            "answer names and addresses of `--hosts-file` (dnsmasq's `no-hosts` turns it off)",
+        ),
+    )
+    hosts_file: Path = field(
+        default=Path("/etc/hosts"),
+        metadata=declare(
+            _path,
+            "the system hosts file read with `--hosts`; re-read when it changes or on SIGHUP",
+            metavar="FILE",
+            default_text="`/etc/hosts`",
+        ),
+    )
+    addn_hosts: tuple[Path, ...] = field(
+        default=(),
+        metadata=declare(
+            _path_list,
+            "more hosts files (dnsmasq's `addn-hosts`), read even with `--no-hosts`; repeatable",
+            metavar="FILE",
+            repeatable=True,
+            default_text="none",
+        ),
+    )
+    local_ttl: int = field(
+        default=0,
+        metadata=declare(
+            _TTL,
+            "TTL of answers from hosts files and local names (dnsmasq's `local-ttl`)",
+            metavar="S",
+        ),
+    )
+    chaos: str = field(
+        default="answer",
+        metadata=declare(
+            _chaos_action,
+            "CHAOS-class `version.bind`, `hostname.bind`, `id.server`: `answer` (our version, "
+            "the host name) or `refuse`; never forwarded",
+            metavar="ACTION",
+        ),
+    )
+    log_queries: bool = field(
+        default=False,
+        metadata=declare(
+            _as_bool,
+            "one log line per query: client, name, type, rcode, answerer, latency",
         ),
     )
     domain: str = field(
@@ -1152,22 +1248,56 @@ def check(config: Config, config_file: Path | None) -> Config:
     return config
 
 
-def with_system_defaults(config: Config, resolv_conf: Path | None = None) -> Config:
+def with_system_defaults(
+    config: Config, resolv_conf: Path | None = None, *, user_config: bool = False
+) -> Config:
     """The defaults that depend on this machine, for what the config leaves unset.
 
-    Upstreams from ``resolv_conf`` (default: ``--resolv-file``; minus our own
-    listen addresses) unless ``--no-resolv``, the embedded
-    static catalog when there is no Consul, the embedded zones.
+    Interface names in ``listen`` become their addresses; upstreams come
+    from ``resolv_conf`` (default: ``--resolv-file``; minus our own listen
+    addresses) unless ``--no-resolv``; without Consul, the embedded static
+    catalog. The embedded zones (the ``home.arpa`` demo) only make up the
+    embedded default: not with Consul, nor with a configuration file of the
+    user's (``user_config``), unless ``--zones`` names them.
     """
+    if any(ep.is_interface for ep in config.listen):
+        config = replace(config, listen=resolve_interfaces(config.listen))
     if config.upstream is None:
         resolv = resolv_conf if resolv_conf is not None else config.resolv_file
         found = system_upstreams(config.listen, resolv) if config.resolv else ()
         config = replace(config, upstream=found)
     if config.catalog is None and config.consul is None and EMBEDDED_CATALOG.is_dir():
         config = replace(config, catalog=EMBEDDED_CATALOG)
-    if config.zones is None and EMBEDDED_ZONES.is_dir():
+    embedded = config.consul is None and not user_config
+    if config.zones is None and embedded and EMBEDDED_ZONES.is_dir():
         config = replace(config, zones=EMBEDDED_ZONES)
     return config
+
+
+def resolve_interfaces(listen: tuple[Endpoint, ...]) -> tuple[Endpoint, ...]:
+    """``listen`` with each interface name replaced by that interface's addresses.
+
+    Reads this machine's interfaces (rtnetlink); an unknown interface, or one
+    without a usable address, is a ConfigError naming it.
+    """
+    from gateway.server import interfaces  # the edge reading the kernel's tables
+
+    try:
+        known = interfaces.read_addresses()
+    except OSError as exc:
+        raise ConfigError(f"option 'listen': cannot read the interfaces: {exc}") from None
+    resolved: list[Endpoint] = []
+    for ep in listen:
+        if not ep.is_interface:
+            resolved.append(ep)
+            continue
+        try:
+            hosts = interfaces.addresses_of(ep.host, known)
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"option 'listen': {exc}") from None
+        resolved.extend(Endpoint(host, ep.port) for host in hosts)
+    # The same address twice (an interface and its address both given) binds once.
+    return tuple(dict.fromkeys(resolved))
 
 
 def system_upstreams(

@@ -43,6 +43,8 @@ _QR_ONLY = wire.FLAG_QR >> 8
 
 # No byte bound (tests that only care about other rules).
 UNBOUNDED = 2**62
+# A key ends in qtype, qclass and one EDNS byte after the name: key[:KEY_SUFFIX] is the name.
+KEY_SUFFIX = -5
 # What a cached answer costs in memory besides its template and TTL places,
 # in bytes: the tuple, its floats, the key's bytes header and the
 # OrderedDict's slot and link (tracemalloc, CPython 3.11; a test keeps it honest).
@@ -181,6 +183,17 @@ class ForwardCache:
             self.bytes -= entry_bytes(key, entry)
             return None
         return entry, now
+
+    def drop_names(self, claimed: Callable[[bytes], bool]) -> int:
+        """Drops the entries whose name (lower-case wire) is ``claimed``; how many.
+
+        A key is the name, qtype, qclass and one EDNS byte (``fastpath``).
+        Walks every entry: for a change of local data, not per query.
+        """
+        doomed = [key for key in self.entries if claimed(key[:KEY_SUFFIX])]
+        for key in doomed:
+            self.bytes -= entry_bytes(key, self.entries.pop(key))
+        return len(doomed)
 
     def for_client(self, template: bytes, layout: wire.Layout) -> bytes:
         """A fresh template with no TTL above ``client_max_ttl`` (dnsmasq's ``max-ttl``).

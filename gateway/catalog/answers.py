@@ -72,6 +72,8 @@ class NeedQuery:
 
 
 Outcome = Answer | NeedService | NeedQuery
+# The apex NS target, ``ns.<domain>`` (Consul's own name for it).
+NS_LABEL = "ns"
 
 
 # Consul CE has one namespace and one partition, both called this.
@@ -136,6 +138,8 @@ class CatalogAnswerer:
         rel = _labels_below(query.qname, domain)
         if not rel:
             return self._apex(snap, query, domain)
+        if rel == [NS_LABEL]:
+            return self._ns_host(snap, query, domain)
         if not snap.available:
             raise CatalogUnavailable("no usable catalog view (Consul away too long)")
         kind_at = -1
@@ -195,14 +199,42 @@ class CatalogAnswerer:
     def _apex(self, snap: Snapshot, query: wire.Query, domain: str) -> Answer:
         owner = wire.to_wire(domain)
         soa = self.soa(domain, snap.serial)
-        ns = Record(owner, wire.NS, self._config.soa_min_ttl, wire.to_wire(f"ns.{domain}"))
+        ns = Record(owner, wire.NS, self._config.soa_min_ttl, wire.to_wire(f"{NS_LABEL}.{domain}"))
         if query.qtype == wire.SOA:
             return Answer(wire.NOERROR, answer=(soa,))
         if query.qtype == wire.NS:
-            return Answer(wire.NOERROR, answer=(ns,))
+            return Answer(wire.NOERROR, answer=(ns,), additional=self._ns_addresses(domain))
         if query.qtype == wire.ANY:
             return Answer(wire.NOERROR, answer=(soa, ns))
         return Answer(wire.NOERROR, authority=(soa,))
+
+    def _ns_addresses(self, domain: str, qtype: int = wire.ANY) -> tuple[Record, ...]:
+        """A/AAAA of ``ns.<domain>``: the addresses the gateway listens on.
+
+        The apex NS names this host, so a resolver that follows it reaches
+        the gateway (RFC 8906: the NS target must resolve). A wildcard
+        listener (0.0.0.0, ::) stands for its family's loopback address.
+        """
+        owner = wire.to_wire(f"{NS_LABEL}.{domain}")
+        records: list[Record] = []
+        for ep in self._config.listen:
+            try:
+                ip = ipaddress.ip_address(ep.host)
+            except ValueError:  # an interface name not resolved (tests building a Config)
+                continue
+            if ip.is_unspecified:
+                ip = ipaddress.ip_address("127.0.0.1" if ip.version == 4 else "::1")
+            rtype = wire.A if ip.version == 4 else wire.AAAA
+            record = Record(owner, rtype, self._config.soa_min_ttl, ip.packed)
+            if qtype in (rtype, wire.ANY) and record not in records:
+                records.append(record)
+        return tuple(records)
+
+    def _ns_host(self, snap: Snapshot, query: wire.Query, domain: str) -> Answer:
+        records = self._ns_addresses(domain, query.qtype)
+        if records:
+            return Answer(wire.NOERROR, answer=records)
+        return self._negative(wire.NOERROR, domain, snap)
 
     def _service(
         self, snap: Snapshot, query: wire.Query, domain: str, dc: str, head: list[str]

@@ -202,7 +202,9 @@ def walk_strict(data: bytes) -> Layout:
             if rtype == wire.OPT:
                 _opt(data, start, rdata, pos, section, seen_opt)
                 seen_opt = True
-            elif rtype in _FIXED_RDLEN:
+            elif rtype in _FIXED_RDLEN and _rclass == wire.CLASS_IN:
+                # Only in class IN: CHAOS's A is a name and a number (RFC 1035 3.4.1
+                # is IN's), and a client decodes it as that, so dnspython judges it.
                 if rdlen != _FIXED_RDLEN[rtype]:
                     raise FormatError(f"type {rtype} record data of {rdlen} bytes")
             else:

@@ -317,7 +317,16 @@ def header(msg_id: int, flags: int, qd: int, an: int, ns: int, ar: int) -> bytes
     return _HEADER.pack(msg_id, flags, qd, an, ns, ar)
 
 
-def error_response(query_bytes: bytes, rcode: int, *, edns_payload: int | None = None) -> bytes:
+def opcode_of(packet: bytes) -> int:
+    """The opcode in a packet's header (QUERY for a packet too short to hold one)."""
+    if len(packet) < 4:
+        return OPCODE_QUERY
+    return (((packet[2] << 8) | packet[3]) & OPCODE_MASK) >> 11
+
+
+def error_response(
+    query_bytes: bytes, rcode: int, *, edns_payload: int | None = None, do: bool = False
+) -> bytes:
     """A minimal error answer built from whatever of the query is readable.
 
     Echoes the ID and, when the question parses, the question; used for
@@ -325,13 +334,18 @@ def error_response(query_bytes: bytes, rcode: int, *, edns_payload: int | None =
     Written here rather than with dnspython's ``make_response``, which needs a
     parsed query: a FORMERR packet is exactly the one that does not parse.
     ``edns_payload`` adds our OPT record (whether one is due is decided by
-    ``gateway.server.rcodes.error_reply``); it carries the upper rcode bits.
+    ``gateway.server.rcodes.error_reply``); it carries the upper rcode bits
+    and echoes the client's DO bit (``do``, RFC 3225 3) like every answer.
     """
     if len(query_bytes) < 2:
         return b""
     msg_id = struct.unpack_from("!H", query_bytes)[0]
     flags_in = struct.unpack_from("!H", query_bytes, 2)[0] if len(query_bytes) >= 4 else 0
-    flags = FLAG_QR | FLAG_RA | (flags_in & (OPCODE_MASK | FLAG_RD | FLAG_CD)) | (rcode & 0xF)
+    flags = FLAG_QR | (flags_in & OPCODE_MASK) | (rcode & 0xF)
+    if flags_in & OPCODE_MASK == OPCODE_QUERY << 11:
+        # RFC 8906 3.1.4 / RFC 1035 4.1.1: RA, RD, CD (and AD, AA) belong
+        # to answers to QUERY; other opcodes do not define them.
+        flags |= FLAG_RA | (flags_in & (FLAG_RD | FLAG_CD))
     question = b""
     qd = 0
     if len(query_bytes) >= HEADER_LEN and struct.unpack_from("!H", query_bytes, 4)[0] == 1:
@@ -345,7 +359,7 @@ def error_response(query_bytes: bytes, rcode: int, *, edns_payload: int | None =
     tail = b""
     ar = 0
     if edns_payload is not None:
-        tail = opt_record(edns_payload, False, rcode >> 4)
+        tail = opt_record(edns_payload, do, rcode >> 4)
         ar = 1
     return header(msg_id, flags, qd, 0, 0, ar) + question + tail
 

@@ -117,3 +117,25 @@ def read_addresses() -> list[InterfaceAddress]:
             found.extend(addresses)
             if done:
                 return found
+
+
+def addresses_of(name: str, known: list[InterfaceAddress]) -> list[str]:
+    """The addresses of interface ``name`` among ``known``, to listen on.
+
+    IPv6 link-local addresses are left out: a socket bound to one needs the
+    interface's scope id, and clients reach the interface on its other
+    addresses. ValueError when the interface does not exist or has no
+    address left (a listener on nothing would be a silent mistake).
+    """
+    try:
+        index = socket.if_nametoindex(name)
+    except OSError:
+        raise ValueError(f"no interface named {name!r}") from None
+    found = [
+        str(a.interface.ip)
+        for a in known
+        if a.index == index and not (a.interface.version == 6 and a.interface.ip.is_link_local)
+    ]
+    if not found:
+        raise ValueError(f"interface {name!r} has no address to listen on")
+    return found

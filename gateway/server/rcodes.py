@@ -79,12 +79,15 @@ def drop_reason(packet: bytes) -> str | None:
     return None
 
 
-def error_reply(query: bytes, rcode: int, *, client_edns: bool, payload: int) -> bytes:
+def error_reply(
+    query: bytes, rcode: int, *, client_edns: bool, payload: int, do: bool = False
+) -> bytes:
     """The error message for ``query`` (b"" when it has no ID to answer to).
 
     RFC 6891 6.1.3: an extended rcode (above 15) needs an OPT record for its
     upper bits, so it gets one even when the client sent none; otherwise
-    the OPT goes only to clients that sent one.
+    the OPT goes only to clients that sent one, with their DO bit (``do``)
+    echoed as in every other answer (RFC 3225 3).
     """
     with_opt = client_edns or rcode > 15
-    return wire.error_response(query, rcode, edns_payload=payload if with_opt else None)
+    return wire.error_response(query, rcode, edns_payload=payload if with_opt else None, do=do)

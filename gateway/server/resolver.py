@@ -37,11 +37,14 @@ from gateway.forward.rules import (
     ForwardRules,
     Outcome,
 )
+from gateway.hosts.table import HostsTable
 from gateway.metrics import Metrics
 from gateway.options import Config
 from gateway.ratelog import RateLimitedLog
 from gateway.server import rcodes
 from gateway.server.access import Access
+from gateway.server.chaos import CLASSES as CHAOS_CLASSES
+from gateway.server.chaos import ChaosAnswerer
 from gateway.server.router import Kind, Route, Router
 from gateway.zones import zone as zones
 
@@ -73,12 +76,14 @@ class Resolver:
         call_later: CallLater | None = None,
         rules: ForwardRules | None = None,
         domain_upstreams: Sequence[Upstreams] = (),
+        hosts: HostsTable | None = None,
     ) -> None:
         """``call_later`` (``loop.call_later``) runs the client-response timer
         of serve-stale (``--stale-answer-client-timeout``); None: no timer.
         ``rules`` are dnsmasq's per-domain rules; ``domain_upstreams[i - 1]``
         asks upstream set ``i`` of ``rules.upstream_sets`` (set 0 is
-        ``forwarder``, the standard servers)."""
+        ``forwarder``, the standard servers). ``hosts``: the hosts files'
+        table (None: the RFC 6761 names only)."""
         self._config = config
         self._rules = rules
         self._upstream_sets: tuple[Upstreams | None, ...] = (None, *domain_upstreams)
@@ -88,6 +93,10 @@ class Resolver:
         )
         self._source = source
         self._zones = zone_set
+        self._hosts = hosts if hosts is not None else HostsTable(ttl=config.local_ttl)
+        self._chaos = ChaosAnswerer(config.chaos)
+        # Which answerer took the last slow-path query (the query log reads it).
+        self.answered_by = ""
         self.metrics = metrics
         self._rng = rng or random.Random()
         self._answerer = CatalogAnswerer(
@@ -143,13 +152,17 @@ class Resolver:
             self._local, self._max_udp, self._tally.counts
         )
         self._drop_denied = config.refuse_action == "drop"
+        self._cache = cache
 
     def _make_router(self, zone_set: dict[dns.name.Name, zones.Zone]) -> Router:
         def knows_address(address: str) -> bool:
             return bool(self._source.snapshot().reverse(address))
 
+        def claims(name: bytes) -> bool:
+            return self._hosts.claims(name)
+
         rules = self._rules.policies if self._rules is not None else ()
-        router = Router(self._config.domains, zone_set, knows_address, rules)
+        router = Router(self._config.domains, zone_set, knows_address, rules, local=claims)
         for name in router.shadowed:
             log.warning("rule for %s: local data (catalog or zone) answers it instead", name)
         return router
@@ -163,6 +176,16 @@ class Resolver:
         (see ``__init__``); this method documents the contract.
         """
         return self._fast(data, tcp)
+
+    def prepared_source(self, data: bytes, tcp: bool) -> str:
+        """Which answerer made the fast path's answer to ``data`` (--log-queries).
+
+        A prepared entry knows its answerer; anything else the fast path
+        answers is a forwarded answer from the cache.
+        """
+        key = self._key_of(data, tcp)
+        entry = self._local.get(key) if key is not None else None
+        return self._tally.answerer_of(entry.tally) if entry is not None else m.CACHE
 
     # -- the slow path -----------------------------------------------------
 
@@ -181,6 +204,7 @@ class Resolver:
         ``reply`` is called once, now or later (TCP counts on it).
         """
         self._counts["slow"] += 1
+        self.answered_by = m.ERROR
         self._started = time.perf_counter()
         dropped = rcodes.drop_reason(data)
         if dropped is not None:
@@ -191,6 +215,11 @@ class Resolver:
         except wire.FormatError as exc:
             if access is Access.NONE:
                 return self._deny(data, None, reply, "access")
+            if wire.opcode_of(data) != wire.OPCODE_QUERY:
+                # RFC 8906 3.1.4: an unknown opcode is NOTIMP, whatever the
+                # sections hold (an empty question section included).
+                self._fail(data, rcodes.NotImplementedOpcode(), reply, None)
+                return True
             self._counts["formerr"] += 1
             self._fail(data, exc, reply, None)
             return True
@@ -229,12 +258,11 @@ class Resolver:
             self._log.error("resolver_bug", "error answering %s", what, exc_info=exc)
         rcode = rcodes.rcode_for(exc)
         self._count(m.ERROR, query.qtype if query is not None else 0, rcode, started)
+        edns = query.edns if query is not None else None
         response = rcodes.error_reply(
-            data,
-            rcode,
-            client_edns=query is not None and query.edns is not None,
-            payload=self._max_udp,
-        )
+            data, rcode, client_edns=edns is not None, payload=self._max_udp,
+            do=edns is not None and edns.do,
+        )  # fmt: skip
         if response:
             reply(response)
 
@@ -248,16 +276,38 @@ class Resolver:
             raise rcodes.BadVersion()
         if query.qtype in _TRANSFER_TYPES:
             raise rcodes.Refused()
+        if query.qclass in CHAOS_CLASSES:
+            # About the server itself: never forwarded (it would name the upstream).
+            self.answered_by = m.CHAOS
+            answer = self._chaos.answer(query)
+            key = self._checked_key(data, query, tcp)
+            self._reply_local(data, query, tcp, key, answer, reply, m.CHAOS)
+            return True
         # The fast path's key of this very packet, when its question is the
         # one parsed here (a zero byte inside a label would fool the key).
-        key = self._key_of(data, tcp)
-        if key is not None and len(key) + 11 != query.question_end:
-            key = None
+        key = self._checked_key(data, query, tcp)
         route = self._router.route(query.qname_wire)
+        if route.kind is Kind.HOSTS or (
+            # Only the PTR records of a reverse name are the catalog's; the
+            # rest is the loopback zone's for a loopback address, else what
+            # the upstream says (RFC 8906: never an empty NOERROR without SOA).
+            route.kind is Kind.REVERSE and query.qtype not in (wire.PTR, wire.ANY)
+        ):
+            if query.qclass not in (wire.CLASS_IN, wire.CLASS_ANY):
+                raise rcodes.Refused()
+            hosts_answer = self._hosts.answer(query)
+            if hosts_answer is not None:
+                self.answered_by = m.HOSTS
+                self._reply_local(data, query, tcp, key, hosts_answer, reply, m.HOSTS)
+                return True
+            # Not the hosts files' either: a reverse name, not asked for PTR.
+            route = self._router.forward_route(query.qname_wire)
+        self.answered_by = route.kind.value
         if route.kind is Kind.FORWARD:
             outcome = self._outcome(route, query)
             if outcome.nxdomain or outcome.rdata is not None:  # answered by a rule
                 self._counts["policy_local"] += 1
+                self.answered_by = m.RULE
                 answer = _local_answer(query, outcome)
                 self._reply_local(data, query, tcp, key, answer, reply, m.RULE)
                 return True
@@ -278,6 +328,14 @@ class Resolver:
         else:
             self._catalog(data, query, tcp, key, route, reply)
         return True
+
+    def _checked_key(self, data: bytes, query: wire.Query, tcp: bool) -> bytes | None:
+        """The fast path's key of this very packet, when its question is the
+        one parsed here (a zero byte inside a label would fool the key)."""
+        key = self._key_of(data, tcp)
+        if key is not None and len(key) + 11 != query.question_end:
+            return None
+        return key
 
     def _catalog(
         self, data: bytes, query: wire.Query, tcp: bool, key: bytes | None, route: Route,
@@ -318,6 +376,7 @@ class Resolver:
             outcome = self._answerer.answer(self._source.snapshot(), query, route.suffix)
             if not isinstance(outcome, Answer):
                 raise CatalogUnavailable(f"{need} still unknown after fetching")
+            self.answered_by = m.CATALOG  # other queries were answered meanwhile
             self._reply_local(data, query, tcp, key, outcome, reply, m.CATALOG, started)
         except Exception as exc:
             self._fail(data, exc, reply, query, started)
@@ -433,6 +492,25 @@ class Resolver:
             check_rebind=self._rebind_checked(query.qname_wire),
             nxdomain_as_nodata=nxdomain_as_nodata,
         )
+
+    @property
+    def hosts_names(self) -> int:
+        """Names the hosts files give (a metric)."""
+        return len(self._hosts)
+
+    def replace_hosts(self, table: HostsTable) -> None:
+        """Serves a new hosts table (a file changed, SIGHUP).
+
+        Prepared answers go (they may be hosts answers), and so do cached
+        forwarded answers for names the new table claims: the fast path
+        looks in the cache, which would go on answering a name just added
+        to a hosts file with the upstream's records until their TTL ran out.
+        """
+        self._hosts = table
+        self._local.clear()
+        dropped = self._cache.drop_names(table.claims)
+        if dropped:
+            log.info("hosts files changed: %d cached forwarded answers dropped", dropped)
 
     def replace_zones(self, zone_set: dict[dns.name.Name, zones.Zone]) -> None:
         """Serves a new set of local zones (reload); ValueError if one clashes."""

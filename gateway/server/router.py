@@ -22,6 +22,7 @@ class Kind(enum.Enum):
     CATALOG = "catalog"  # under a Consul domain
     REVERSE = "reverse"  # the PTR name of an address the catalog knows
     ZONE = "zone"  # in a local zone
+    HOSTS = "hosts"  # a hosts-file name or address, localhost., loopback reverse names
     FORWARD = "forward"  # everything else (``policy``: under a --server/--address domain)
 
 
@@ -41,6 +42,7 @@ class Route:
 
 
 FORWARD = Route(Kind.FORWARD)
+HOSTS = Route(Kind.HOSTS)
 # The reverse trees (RFC 1035 3.5, RFC 3596 2.5) in lower-case wire form.
 _REVERSE_SUFFIXES = (b"\x07in-addr\x04arpa\x00", b"\x03ip6\x04arpa\x00")
 
@@ -52,7 +54,11 @@ class Router:
     its names away from the catalog, and ``consul`` zone files cannot
     shadow the catalog by accident: the same suffix twice is an error.
     A reverse name no domain or zone claims goes to the catalog when the
-    catalog knows the address (``knows_address``), else it is forwarded.
+    catalog knows the address (``knows_address``: a Consul dev agent's node
+    at 127.0.0.1 is named as Consul's DNS names it); else a name goes to the
+    hosts answerer when it claims it (``local``: hosts files, RFC 6761 names;
+    dnsmasq answers these before forwarding, and before its ``--server``,
+    ``--local`` and ``--address`` rules); else it is forwarded.
 
     dnsmasq's rules (``rules``: ``--server``, ``--local``, ``--address``
     domains) are FORWARD routes of their own in the same table, so the
@@ -68,6 +74,7 @@ class Router:
         zone_origins: Iterable[dns.name.Name],
         knows_address: Callable[[str], bool] | None = None,
         rules: Iterable[DomainPolicy] = (),
+        local: Callable[[bytes], bool] | None = None,
     ) -> None:
         self._routes: dict[bytes, Route] = {}
         for domain in domains:
@@ -83,6 +90,7 @@ class Router:
             else:
                 self._routes[key] = Route(Kind.FORWARD, policy.name, policy=policy)
         self._knows_address = knows_address
+        self._local = local
 
     def _add(self, suffix: dns.name.Name, route: Route) -> None:
         key = wire.to_wire(suffix).lower()
@@ -93,21 +101,34 @@ class Router:
             )
         self._routes[key] = route
 
-    def route(self, qname_wire: bytes) -> Route:
-        """The route of an uncompressed wire name (any letter case)."""
-        name = qname_wire.lower()
+    def _suffix(self, name: bytes) -> Route | None:
+        """The route of the longest suffix of a lower-case wire name in the table."""
         routes = self._routes
         pos = 0
-        found = None
         while name[pos]:  # the root is never a domain or zone here
             found = routes.get(name[pos:])
             if found is not None:
-                if found.kind is not Kind.FORWARD:
-                    return found
-                break
+                return found
             pos += 1 + name[pos]
+        return None
+
+    def route(self, qname_wire: bytes) -> Route:
+        """The route of an uncompressed wire name (any letter case)."""
+        name = qname_wire.lower()
+        found = self._suffix(name)
+        if found is not None and found.kind is not Kind.FORWARD:
+            return found
         if self._knows_address is not None and name.endswith(_REVERSE_SUFFIXES):
             address = reverse_address(wire.name_of(name))
             if address is not None and self._knows_address(address):
                 return Route(Kind.REVERSE, address=address)
+        if self._local is not None and self._local(name):
+            return HOSTS
         return found or FORWARD
+
+    def forward_route(self, qname_wire: bytes) -> Route:
+        """The FORWARD route of a name past the catalog's reverse names and the
+        hosts files (its rule's, if one applies): for the questions they leave
+        to the upstream (a reverse name asked for another type than PTR)."""
+        found = self._suffix(qname_wire.lower())
+        return found if found is not None and found.kind is Kind.FORWARD else FORWARD

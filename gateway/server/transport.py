@@ -45,6 +45,7 @@ from typing import Any, cast
 from gateway.dns.fastpath import FastAnswer
 from gateway.ratelog import RateLimitedLog
 from gateway.server.access import Access, AccessPolicy, Client
+from gateway.server.querylog import QueryLog, SlowAnswer
 from gateway.server.ratelimit import UdpLimits
 from gateway.server.resolver import Resolver
 from gateway.server.tcp_limits import Admission, ConnectionTable, Framer, TcpLimits
@@ -75,8 +76,9 @@ _OUT_OF_DESCRIPTORS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errn
 # at most ~4 MB. The cache starts over when full, so a flood of forged
 # sources costs one classification (a few us) per packet, never memory.
 MAX_CACHED_PEERS = 16384
-# A peer: the fast path it may use (None: none, slow path decides) and its decision.
-Peer = tuple[FastAnswer | None, Client]
+# A peer: the fast path it may use (None: none, slow path decides), its
+# decision, and its slow path (the resolver's, or the query log's wrapper).
+Peer = tuple[FastAnswer | None, Client, SlowAnswer]
 
 
 class Gate:
@@ -87,9 +89,19 @@ class Gate:
     """
 
     def __init__(
-        self, resolver: Resolver, policy: AccessPolicy, limits: UdpLimits, *, drop_denied: bool
+        self,
+        resolver: Resolver,
+        policy: AccessPolicy,
+        limits: UdpLimits,
+        *,
+        drop_denied: bool,
+        querylog: QueryLog | None = None,
     ) -> None:
+        """``querylog`` (--log-queries): every peer gets logging answer functions;
+        every listener must then have the gate (``app``)."""
         self.policy = policy
+        self.querylog = querylog
+        self._slow: SlowAnswer = resolver.answer_slow
         self.limits = limits
         self.peers: dict[str, Peer] = {}
         self.drop_denied = drop_denied
@@ -103,7 +115,10 @@ class Gate:
         client = self.policy.classify(host)
         if len(self.peers) >= MAX_CACHED_PEERS:
             self.peers.clear()
-        peer = self.peers[host] = (self._fast[client.access], client)
+        fast, slow = self._fast[client.access], self._slow
+        if self.querylog is not None:
+            fast, slow = self.querylog.fast_for(host, fast), self.querylog.slow_for(host)
+        peer = self.peers[host] = (fast, client, slow)
         return peer
 
 
@@ -217,7 +232,7 @@ class UdpListener:
                 continue
             received += 1
             try:
-                fast, client = peers.get(addr[0]) or peer_of(addr[0])
+                fast, client, slow = peers.get(addr[0]) or peer_of(addr[0])
                 response = fast(data, False) if fast is not None else None
                 if response is None:
                     if fast is None and drop_denied:
@@ -228,7 +243,7 @@ class UdpListener:
                         self._counts["udp_dropped_port_zero"] += 1  # see _on_readable
                         continue
                     send = functools.partial(self._send_checked, client, len(data), addr)
-                    self._resolver.answer_slow(data, False, send, client.access)
+                    slow(data, False, send, client.access)
                     continue
                 if client.limited:
                     response = outgoing(client.block, len(data), response)
@@ -282,12 +297,18 @@ class TcpConnection(asyncio.Protocol):
     """
 
     def __init__(
-        self, server: TcpServer, client: str, fast: FastAnswer | None, access: Access
+        self,
+        server: TcpServer,
+        client: str,
+        fast: FastAnswer | None,
+        access: Access,
+        slow: SlowAnswer,
     ) -> None:
-        """``fast`` and ``access``: what the gate decided for ``client`` (``Gate.peer``)."""
+        """``fast``, ``access``, ``slow``: what the gate decided for ``client`` (``Gate.peer``)."""
         self.client = client
         self.pending = 0  # slow-path replies still owed
         self._fast = fast
+        self._slow = slow
         self._access = access
         self._server = server
         self._generation = server.generation
@@ -463,7 +484,7 @@ class TcpConnection(asyncio.Protocol):
             # A reload: this connection answers with the new resolver and access rules.
             self._generation = self._server.generation
             self._resolver = self._server.resolver
-            self._fast, self._access = self._server.decide(self.client)
+            self._fast, self._access, self._slow = self._server.decide(self.client)
         try:
             fast = self._fast
             response = fast(message, True) if fast is not None else None
@@ -473,7 +494,7 @@ class TcpConnection(asyncio.Protocol):
             self.pending += 1
             coming = False
             try:
-                coming = self._resolver.answer_slow(message, True, self._send_pending, self._access)
+                coming = self._slow(message, True, self._send_pending, self._access)
             finally:
                 if not coming:
                     self.pending -= 1  # dropped (a response, a short message, denied): no reply
@@ -529,12 +550,13 @@ class TcpServer:
         )
         self.generation += 1
 
-    def decide(self, client: str) -> tuple[FastAnswer | None, Access]:
-        """The fast path ``client`` may use and what it may be answered (the gate's call)."""
+    def decide(self, client: str) -> tuple[FastAnswer | None, Access, SlowAnswer]:
+        """The fast path ``client`` may use, what it may be answered, and its slow path
+        (the query log's wrapper with --log-queries): the gate's call."""
         if self.gate is None:
-            return self.resolver.answer_fast, Access.FULL
-        fast, peer = self.gate.peer(client)
-        return fast, peer.access
+            return self.resolver.answer_fast, Access.FULL, self.resolver.answer_slow
+        fast, peer, slow = self.gate.peer(client)
+        return fast, peer.access, slow
 
     def drain(self) -> None:
         """Shutdown: every connection answers what it has, then closes (see ``finish``)."""
@@ -568,7 +590,7 @@ class TcpServer:
         The gate decides first, so a client that is dropped outside --allow
         takes no connection slot and sheds no one's idle connection.
         """
-        fast, access = self.decide(client)
+        fast, access, slow = self.decide(client)
         if self.gate is not None and access is Access.NONE and self.gate.drop_denied:
             # --refuse-action drop: over TCP, no connection.
             self._counts["access_dropped"] += 1
@@ -580,7 +602,7 @@ class TcpServer:
             sock.close()
             return
         self._close(verdict.shed, "tcp_shed_idle")
-        conn = TcpConnection(self, client, fast, access)
+        conn = TcpConnection(self, client, fast, access, slow)
         self._table.add(conn)
         task = asyncio.get_running_loop().create_task(self._connect(conn, sock))
         self._connecting.add(task)

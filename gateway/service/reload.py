@@ -59,7 +59,8 @@ class ConfigSources:
         config = options.build(self.cli, config_file=self.config_file)
         if self.listen is not None:
             config = replace(config, listen=self.listen)
-        return options.with_system_defaults(config)
+        # The demo zone only with no configuration file of the user's (``user_config``).
+        return options.with_system_defaults(config, user_config=self.config_file is not None)
 
 
 def restart_only(config: Config) -> tuple[str, ...]:

@@ -60,7 +60,21 @@ def load_zone(path: Path, *, allow_include: bool = False) -> Zone:
         raise ZoneFileError(f"{path}: zone file error: {exc}{hint}") from None
     except OSError as exc:
         raise ZoneFileError(f"{path}: cannot read: {exc.strerror}") from None
-    assert zone.origin is not None  # from_file always sets it
+    return from_dnspython(zone, str(path))
+
+
+def from_text(text: str, origin: str) -> Zone:
+    """A zone from master-file text (built-in zones); ZoneFileError if it is bad."""
+    try:
+        zone = dns.zone.from_text(text, origin=origin, relativize=False)
+    except (dns.exception.DNSException, ValueError) as exc:
+        raise ZoneFileError(f"zone {origin!r}: {exc}") from None
+    return from_dnspython(zone, f"zone {origin!r}")
+
+
+def from_dnspython(zone: dns.zone.Zone, source: str) -> Zone:
+    """The answerable form of a parsed zone; ``source`` names it in errors."""
+    assert zone.origin is not None  # from_file and from_text always set it
     origin = zone.origin
     records: dict[tuple[dns.name.Name, int], list[Record]] = {}
     soa: Record | None = None
@@ -79,7 +93,7 @@ def load_zone(path: Path, *, allow_include: bool = False) -> Zone:
                     soa = rec
                     negative_ttl = min(rdataset.ttl, int(rdata.minimum))
     if soa is None:
-        raise ZoneFileError(f"{path}: zone {_text(origin)!r} has no SOA record at its apex")
+        raise ZoneFileError(f"{source}: zone {_text(origin)!r} has no SOA record at its apex")
     negative_soa = Record(soa.name, soa.rtype, negative_ttl, soa.rdata)
     names = frozenset(name for name, _ in records)
     cuts = frozenset(n for n, t in records if t == wire.NS and n != origin)

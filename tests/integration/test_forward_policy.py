@@ -137,7 +137,9 @@ CORPUS: list[tuple[str, str]] = [
             "172.31.5.5",
             "172.32.5.5",
             "192.168.1.5",
-            "127.0.0.1",
+            # Not 127.0.0.1 and ::1: their PTR is localhost. here (RFC 6761,
+            # issue 8), NXDOMAIN from dnsmasq --no-hosts; see the test below.
+            "127.1.2.3",
             "0.1.2.3",
             "100.64.1.1",
             "169.254.1.1",
@@ -151,7 +153,6 @@ CORPUS: list[tuple[str, str]] = [
             "fe80::1",
             "fec0::1",
             "2001:db8::1",
-            "::1",
             "::",
             "2606:4700::1",
         )
@@ -241,3 +242,13 @@ def test_rules_decide_who_answers(
     msg = query(gateway.host, gateway.port, name, rdtype)
     assert dns.rcode.to_text(msg.rcode()) == rcode
     assert sorted(rdata.to_text() for rrset in msg.answer for rdata in rrset) == answer
+
+
+def test_loopback_reverse_names_are_localhost_a_deliberate_difference(
+    gateway: GatewayProcess,
+) -> None:
+    """dnsmasq --no-hosts --bogus-priv: NXDOMAIN; the gateway: the RFC 6761 answer."""
+    for address in ("127.0.0.1", "::1"):
+        name = dns.reversename.from_address(address).to_text()
+        reply = query(gateway.host, gateway.port, name, "PTR")
+        assert outcome(reply) == ("NOERROR", [f"{name} 1 12 localhost."])

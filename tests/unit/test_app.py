@@ -48,7 +48,7 @@ async def reload(reloader: app.Reloader, requests: int, settle: int = 200) -> No
         reloader.request()
     for _ in range(settle):  # until the thread is done and its result swapped in
         await asyncio.sleep(0.01)
-        if not reloader._busy:
+        if not reloader._job.busy:
             break
 
 

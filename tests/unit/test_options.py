@@ -43,7 +43,8 @@ def test_good_values(values: dict[str, object], key: str, expected: object) -> N
 
 
 BAD = [
-    ({"listen": ["localhost:53"]}, "option 'listen'"),
+    ({"listen": ["local host:53"]}, "option 'listen'"),
+    ({"listen": ["lo:x"]}, "option 'listen': port 'x' is not a number"),
     ({"listen": ["127.0.0.1:70000"]}, "out of range"),
     ({"upstream": ["[::1"]}, "missing ']'"),
     ({"cache_size": -1}, "option 'cache_size'"),
@@ -262,6 +263,33 @@ def test_markdown_command_prints_the_table(capsys: pytest.CaptureFixture[str]) -
 def test_values_beyond_the_machine_are_config_errors(name: str, value: object) -> None:
     with pytest.raises(ConfigError, match=f"f.toml: option '{name}'"):
         cfg.convert({name: value}, "f.toml")
+
+
+def test_listen_defaults_to_both_loopback_addresses_as_dnsmasq() -> None:
+    assert cfg.Config().listen == (Endpoint("127.0.0.1", 53), Endpoint("::1", 53))
+
+
+def test_listen_takes_interface_names() -> None:
+    listen = cfg.convert({"listen": ["lo", "lo:5353", "127.0.0.1:53"]}, "test")["listen"]
+    assert listen == (Endpoint("lo", 53), Endpoint("lo", 5353), Endpoint("127.0.0.1", 53))
+    assert [ep.is_interface for ep in listen] == [True, True, False]
+    resolved = cfg.resolve_interfaces(listen)
+    assert Endpoint("127.0.0.1", 53) in resolved and Endpoint("127.0.0.1", 5353) in resolved
+    assert len(resolved) == len(set(resolved))  # lo's 127.0.0.1:53 and the one given: once
+    with pytest.raises(ConfigError, match="option 'listen': no interface named 'nosuch0'"):
+        cfg.resolve_interfaces((Endpoint("nosuch0", 53),))
+
+
+def test_the_demo_zone_belongs_to_the_embedded_default_only(tmp_path: Path) -> None:
+    missing = tmp_path / "missing"
+    plain = cfg.with_system_defaults(cfg.build({"upstream": []}, env={}), missing)
+    assert plain.zones == cfg.EMBEDDED_ZONES
+    consul = cfg.build({"upstream": [], "consul": "127.0.0.1:8500"}, env={})
+    assert cfg.with_system_defaults(consul, missing).zones is None
+    user = cfg.build({"upstream": []}, env={})
+    assert cfg.with_system_defaults(user, missing, user_config=True).zones is None
+    named = cfg.build({"upstream": [], "consul": "x:1", "zones": str(cfg.EMBEDDED_ZONES)}, env={})
+    assert cfg.with_system_defaults(named, missing).zones == cfg.EMBEDDED_ZONES
 
 
 def test_dnsmasq_rules_as_options() -> None:

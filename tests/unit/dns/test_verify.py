@@ -3,6 +3,7 @@ and whatever passes (made into a template) parses with dnspython."""
 
 from __future__ import annotations
 
+import base64
 import random
 import struct
 
@@ -199,3 +200,21 @@ def test_record_data_of_other_types_must_decode(rtype: str) -> None:
         bad[rdata_at + 1] = 0xFF  # the tag length
     with pytest.raises(wire.FormatError, match="does not decode"):
         verify.walk_strict(bytes(bad))
+
+
+def test_an_a_record_of_another_class_is_judged_as_that_class() -> None:
+    """A CHAOS A record holding a compression pointer was relayed as four address
+    bytes; clients refuse it (fuzz target upstream, 2026-11-26)."""
+    reply = base64.b64decode(
+        "AwEAAIGAAAEAAgAAAAEDYmlnB2V4YW1wbGUDY29tAAAQAAHADAAFAAEAAAA8AAkGdGFyZ2V0wBDALQAB"
+        "AAMAAAA8AATAAAIJAAApIAAAAAAAAAA="
+    )[2:]  # the fuzz input starts with the target's two control bytes
+    with pytest.raises(dns.exception.DNSException):
+        dns.message.from_wire(reply)
+    with pytest.raises(wire.FormatError, match="does not decode"):
+        verify.walk_strict(reply)
+    # The same record in class IN is an address and passes.
+    in_class = bytearray(reply)
+    in_class[reply.index(bytes.fromhex("c02d00010003")) + 5] = 1
+    verify.walk_strict(bytes(in_class))
+    dns.message.from_wire(bytes(in_class))

@@ -78,3 +78,16 @@ def test_dump_request() -> None:
     assert (length, kind, seq) == (len(request), nl.RTM_GETADDR, 7)
     assert flags == nl.NLM_F_REQUEST | nl.NLM_F_DUMP
     assert request[16] == socket.AF_UNSPEC
+
+
+def test_addresses_of_an_interface_leave_out_ipv6_link_local() -> None:
+    lo = socket.if_nametoindex("lo")
+    known = [
+        nl.InterfaceAddress(lo, ipaddress.ip_interface("127.0.0.1/8")),
+        nl.InterfaceAddress(lo, ipaddress.ip_interface("::1/128")),
+        nl.InterfaceAddress(lo, ipaddress.ip_interface("fe80::1/64")),
+        nl.InterfaceAddress(lo + 1000, ipaddress.ip_interface("192.0.2.1/24")),
+    ]
+    assert nl.addresses_of("lo", known) == ["127.0.0.1", "::1"]
+    with pytest.raises(ValueError, match="has no address"):
+        nl.addresses_of("lo", known[2:])

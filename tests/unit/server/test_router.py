@@ -57,6 +57,30 @@ def test_the_same_suffix_twice_is_an_error() -> None:
         Router(["consul"], [name("consul")])
 
 
+def test_hosts_names_come_after_domains_zones_and_the_catalogs_reverse_names() -> None:
+    from gateway.hosts.parse import parse
+    from gateway.hosts.table import HostsTable
+
+    lines, _ = parse("198.51.100.7 printer\n192.0.2.5 x.b.example\n", "test")
+    table = HostsTable(lines)
+    router = Router(
+        ["consul"],
+        [name("b.example")],
+        knows_address=lambda address: address == "198.51.100.7",
+        local=table.claims,
+    )
+
+    def kind(text: str) -> Kind:
+        return router.route(wire.to_wire(text)).kind
+
+    assert kind("PRINTER.") is Kind.HOSTS
+    assert kind("localhost.") is Kind.HOSTS and kind("a.localhost.") is Kind.HOSTS
+    assert kind("1.0.0.127.in-addr.arpa.") is Kind.HOSTS
+    assert kind("7.100.51.198.in-addr.arpa.") is Kind.REVERSE  # the catalog's address first
+    assert kind("x.b.example.") is Kind.ZONE  # a zone keeps its names
+    assert kind("www.example.com.") is Kind.FORWARD
+
+
 def test_rule_domains_route_by_the_longest_suffix() -> None:
     rules = build_rules(
         [
