@@ -654,6 +654,9 @@ class Server:
             config, self.source, files.zone_set, hosts, self.metrics, previous=previous,
             log_it=self.worker == 0,
         )  # fmt: skip
+        if files.hosts is not None and answering.cache is previous.cache:
+            # Other hosts files: the kept cache must not answer their names from upstream.
+            answering.resolver.replace_hosts(files.hosts.table)
         replace_catalog(self.source, config, files.catalog)
         for host, udp in self.udp:
             udp.use(answering.resolver, answering.gate_for(host))

@@ -159,3 +159,62 @@ def test_sighup_swaps_the_whole_configuration_without_losing_a_query(tmp_path: P
         assert len(family_names) == len(set(family_names))
         [queries] = [f for f in families if f.name == "dns_gateway_upstream_queries"]
         assert {s.labels["upstream"] for s in queries.samples} == {up_a.address, up_b.address}
+
+
+def hosts_addresses(gw: GatewayProcess, name: str) -> tuple[set[str], int | None]:
+    reply = query(gw.host, gw.port, name, "A")
+    found = {rd.to_text() for rrset in reply.answer for rd in rrset}
+    return found, reply.answer[0].ttl if reply.answer else None
+
+
+def test_a_reload_changes_the_hosts_files_the_query_log_and_sighup_rereads_hosts_anyway(
+    tmp_path: Path,
+) -> None:
+    """The hosts options of issue 8 are reloadable: other files, another TTL, the
+    query log; the new files are watched; a SIGHUP whose reload fails (a bad zone)
+    still rereads the hosts files."""
+    zones = tmp_path / "zones"
+    zones.mkdir()
+    zone_file = zones / "lab.test.zone"
+    zone_file.write_text(zone_text(0))
+    first, second = tmp_path / "first", tmp_path / "second"
+    first.write_text("192.0.2.20 alpha\n")
+    second.write_text("192.0.2.30 beta\n")
+    conf = tmp_path / "gw.toml"
+    up = answering(UPSTREAM_A)
+    conf.write_text(toml(zones, up.address, "hosts = false", f'addn_hosts = ["{first}"]'))
+    with UpstreamThread(up), GatewayProcess("--config", str(conf)) as gw:
+        assert gw.pid is not None
+        pid = gw.pid
+        assert hosts_addresses(gw, "alpha")[0] == {"192.0.2.20"}
+        assert hosts_addresses(gw, "beta")[0] == {UPSTREAM_A}  # not a hosts name yet
+        assert " query client=" not in gw.log_text()
+
+        def reload(expect: str, count: int) -> None:
+            os.kill(pid, signal.SIGHUP)
+            wait_for(lambda: gw.log_text().count(expect) >= count, message=expect)
+
+        conf.write_text(
+            toml(zones, up.address, "hosts = false", f'addn_hosts = ["{second}"]',
+                 "local_ttl = 77", "log_queries = true")
+        )  # fmt: skip
+        reload("reloaded:", 1)
+        assert hosts_addresses(gw, "beta") == ({"192.0.2.30"}, 77)
+        assert hosts_addresses(gw, "alpha")[0] == {UPSTREAM_A}  # the old file is not read
+        wait_for(lambda: " query client=" in gw.log_text(), message="a query log line")
+        # The new file is watched: a rewrite shows without a signal.
+        second.write_text("192.0.2.31 beta\n")
+        wait_for(lambda: hosts_addresses(gw, "beta")[0] == {"192.0.2.31"},
+                 message="the rewritten new hosts file")  # fmt: skip
+        # A bad zone fails the reload, but the SIGHUP rereads the hosts files anyway:
+        # a change the poll cannot see (same inode, size and mtime).
+        zone_file.write_text("$ORIGIN lab.test.\nwww A not-an-address\n")
+        before = os.stat(second)
+        with second.open("r+") as handle:
+            handle.write("192.0.2.32 beta\n")
+        os.utime(second, ns=(before.st_atime_ns, before.st_mtime_ns))
+        reload("reload failed", 1)
+        wait_for(lambda: hosts_addresses(gw, "beta")[0] == {"192.0.2.32"},
+                 message="the hosts file after a failed reload")  # fmt: skip
+        assert hosts_addresses(gw, "beta")[1] == 77  # still the served configuration's TTL
+        assert gw.pid == pid and gw.running
