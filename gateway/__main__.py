@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from gateway import options as cfg
 from gateway.dnsmasq_conf import Notice
 from gateway.errors import StartupError
+from gateway.service import systemd
+from gateway.service.reload import ConfigSources
 
 # The exit code of a gateway that cannot start as configured (argparse's, too).
 EXIT_BAD_CONFIG = 2
@@ -50,15 +54,17 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     given: dict[str, Any] = {k: v for k, v in vars(args).items() if v is not None and k != "config"}
     notices: list[Notice] = []
+    sources = ConfigSources(given, Path(args.config) if args.config else None)
     try:
-        config = cfg.build(
-            given, config_file=Path(args.config) if args.config else None, notices=notices
-        )
-        # A dnsmasq configuration is the user's own too: no embedded demo zone.
-        user_config = args.config is not None or config.dnsmasq_conf is not None
-        config = cfg.with_system_defaults(config, user_config=user_config)
+        # systemd's sockets (socket activation) replace --listen, now and on every reload.
+        passed = tuple(systemd.inherited_sockets(os.environ, os.getpid()))
+        if passed:
+            listen = tuple(dict.fromkeys(systemd.endpoint_of(sock) for sock in passed))
+            sources = replace(sources, listen=listen)
+        config = sources.load(notices)
     except StartupError as exc:
         return _refuse(exc)
+    notifier = systemd.Notifier.from_env(os.environ, os.getpid())
     logging.basicConfig(
         level=config.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -68,10 +74,11 @@ def main(argv: list[str] | None = None) -> int:
         notice.log(logging.getLogger("gateway.dnsmasq_conf"))
     from gateway import app
 
+    launch = app.Launch(sources, passed, notifier)
     try:
         if config.workers > 1:
-            return app.run_workers(config)
-        app.run(config)
+            return app.run_workers(config, launch)
+        app.run(config, 0, launch)
     except StartupError as exc:  # any capability's: a zone or catalog file, Consul, an option
         return _refuse(exc)
     except OSError as exc:

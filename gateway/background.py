@@ -25,10 +25,18 @@ class SerialJob(Generic[T]):
     """
 
     def __init__(
-        self, job: Callable[[], T], done: Callable[[asyncio.Future[T]], None], name: str
+        self,
+        job: Callable[[], T],
+        done: Callable[[asyncio.Future[T]], None],
+        name: str,
+        *,
+        starting: Callable[[], None] | None = None,
     ) -> None:
+        """``starting``: called on the loop as each run starts, a queued one too
+        (the SIGHUP reloader logs it and tells systemd RELOADING=1)."""
         self._job = job
         self._done = done
+        self._starting = starting
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
         self._busy = False
         self._again = False
@@ -47,6 +55,8 @@ class SerialJob(Generic[T]):
             self._again = True
             return False
         self._busy = True
+        if self._starting is not None:
+            self._starting()
         future = asyncio.get_running_loop().run_in_executor(self._executor, self._job)
         future.add_done_callback(self._finish)
         return True

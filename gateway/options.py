@@ -794,6 +794,32 @@ class Config:
             _int_range(1, 256), "processes sharing the ports with `SO_REUSEPORT`", metavar="N"
         ),
     )
+    # Running as a service (gateway.service)
+    user: str | None = field(
+        default=None,
+        metadata=declare(
+            _string,
+            "after binding the listen sockets as root, switch to this user (and its group) "
+            "before answering any query",
+            metavar="NAME",
+            default_text="none (stay who we are)",
+        ),
+    )
+    group: str | None = field(
+        default=None,
+        metadata=declare(
+            _string, "the group for `--user`", metavar="NAME", default_text="the user's group"
+        ),
+    )
+    stop_timeout: float = field(
+        default=5.0,
+        metadata=declare(
+            _float_range(0.0, 600.0),
+            "on SIGTERM, how long queries in flight and queued TCP replies may take before "
+            "the rest is dropped (forwarded queries end at `--forward-deadline` anyway)",
+            metavar="S",
+        ),
+    )
     # Access control and rate limiting
     allow: tuple[ClientNetwork, ...] = field(
         default=(LOCAL_NETWORKS,),
@@ -1172,6 +1198,34 @@ def read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: not valid TOML: nested too deeply") from None
 
 
+def toml_key_lines(path: Path, raw: Mapping[str, Any]) -> dict[str, int]:
+    """The line (from 1) where each top-level key of ``raw`` is set in the file.
+
+    tomllib gives values, not positions; an error about a value should still
+    point at its line. A key is found as ``key =`` or as a ``[key]`` table
+    header, bare or quoted; a key not found has no entry.
+    """
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return {}
+    found: dict[str, int] = {}
+    in_table = False  # top-level keys come before the first [table] header
+    for number, line in enumerate(text.splitlines(), 1):
+        stripped = line.strip()
+        if stripped.startswith("["):
+            in_table = True
+            key = stripped.lstrip("[").split("]", 1)[0].strip()
+        elif not in_table and "=" in stripped:
+            key = stripped.split("=", 1)[0].strip()
+        else:
+            continue
+        key = key.strip("\"'")
+        if key in raw and key not in found:
+            found[key] = number
+    return found
+
+
 def read_environment(env: Mapping[str, str]) -> dict[str, str]:
     """The raw values of the declared variables (the CONSUL_* conventions of Consul's tools).
 
@@ -1199,7 +1253,13 @@ def build(
     merged: dict[str, Any] = {}
     merged.update(convert(read_environment(os.environ if env is None else env), "environment"))
     if config_file is not None:
-        merged.update(convert(read_toml(config_file), str(config_file)))
+        raw = read_toml(config_file)
+        lines = toml_key_lines(config_file, raw)
+        for key, value in raw.items():
+            # file:line, as compilers say it, where the key's line is found.
+            line = lines.get(key)
+            where = f"{config_file}:{line}" if line is not None else str(config_file)
+            merged.update(convert({key: value}, where))
     merged.update(convert(cli, "command line"))
     dnsmasq_path = merged.get("dnsmasq_conf")
     if dnsmasq_path is not None:

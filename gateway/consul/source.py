@@ -209,6 +209,11 @@ class ConsulSource:
         await self._tasks.cancel_all()
         await self._http.close()
 
+    def replace_static(self, static: Snapshot | None) -> None:
+        """Newly read ``--catalog`` files (SIGHUP): layered under Consul's view from now on."""
+        self._static = static
+        self._changed()
+
     def touch_endpoint(self, kind: str, datacenter: str, name: str) -> None:
         """A connect/ingress lookup used that watch: it is not idle."""
         watches = self._endpoints.get(kind)

@@ -226,7 +226,9 @@ class AnswerTable:
     clients cycling through EDNS sizes can grow it without limit.
     """
 
-    __slots__ = ("_account", "_max", "entries", "evicted", "max_bytes")
+    # __weakref__: a catalog source that outlives a resolver (reload) clears
+    # the table through a weak reference, so the old one can go.
+    __slots__ = ("__weakref__", "_account", "_max", "entries", "evicted", "max_bytes")
 
     def __init__(self, max_entries: int, max_bytes: int = UNBOUNDED) -> None:
         # Public for the hot path (make_fast_answer); mutate only through put/clear.

@@ -22,6 +22,7 @@ import asyncio
 import logging
 import os
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from gateway.background import SerialJob
@@ -40,6 +41,12 @@ def paths(config: Config) -> tuple[Path, ...]:
     """The hosts files the options name, in reading order (the system file first)."""
     system = (config.hosts_file,) if config.hosts else ()
     return tuple(dict.fromkeys((*system, *config.addn_hosts)))
+
+
+def same_files(old: Config, new: Config) -> bool:
+    """Whether ``new`` reads the same hosts files into the same table as ``old`` (a
+    reload keeps the running watch then; otherwise it builds one for ``new``)."""
+    return paths(old) == paths(new) and old.local_ttl == new.local_ttl
 
 
 def signature(files: Sequence[Path]) -> Signature:
@@ -73,6 +80,20 @@ def read(files: Sequence[Path], ttl: int) -> HostsTable:
     return HostsTable(lines, ttl)
 
 
+@dataclass(frozen=True)
+class Reading:
+    """The hosts files read once: what they looked like before the read, and their table."""
+
+    seen: Signature
+    table: HostsTable
+
+
+def read_all(files: Sequence[Path], ttl: int) -> Reading:
+    """Reads the files (blocking); a change during the read is seen on the next poll."""
+    seen = signature(files)
+    return Reading(seen, read(files, ttl))
+
+
 class HostsWatch:
     """Keeps the resolver's hosts table in step with the files.
 
@@ -88,12 +109,15 @@ class HostsWatch:
         on_table: Callable[[HostsTable], None],
         *,
         interval: float = POLL_INTERVAL_S,
+        seen: Signature | None = None,
     ) -> None:
+        """``seen``: the files as already read elsewhere (a reload's thread), else
+        ``initial()`` reads them."""
         self._files = tuple(files)
         self._ttl = ttl
         self._on_table = on_table
         self._interval = interval
-        self._seen: Signature | None = None
+        self._seen: Signature | None = seen
         self._timer: asyncio.TimerHandle | None = None
         self._closed = False
         self._job = SerialJob(self._read, self._finish, "hosts")
@@ -105,8 +129,9 @@ class HostsWatch:
 
     def initial(self) -> HostsTable:
         """Reads the files now, blocking: the table the gateway starts with."""
-        self._seen = signature(self._files)
-        return read(self._files, self._ttl)
+        reading = read_all(self._files, self._ttl)
+        self._seen = reading.seen
+        return reading.table
 
     def _poll(self) -> None:
         self._timer = None
@@ -119,15 +144,14 @@ class HostsWatch:
     def reload(self) -> None:
         self._job.request()
 
-    def _read(self) -> tuple[Signature, HostsTable]:
-        # The signature before the read: a change during it is seen on the next poll.
-        seen = signature(self._files)
-        return seen, read(self._files, self._ttl)
+    def _read(self) -> Reading:
+        return read_all(self._files, self._ttl)
 
-    def _finish(self, future: asyncio.Future[tuple[Signature, HostsTable]]) -> None:
+    def _finish(self, future: asyncio.Future[Reading]) -> None:
         try:
-            self._seen, table = future.result()
-            self._on_table(table)
+            reading = future.result()
+            self._seen = reading.seen
+            self._on_table(reading.table)
         except Exception:  # a bug: keep serving the table we have
             log.exception("reading the hosts files failed; the previous names stay")
 

@@ -17,6 +17,7 @@ import logging
 import random
 import struct
 import time
+import weakref
 from collections.abc import Callable, Iterable, Sequence
 
 import dns.name
@@ -135,7 +136,7 @@ class Resolver:
         self._max_udp = config.udp_max_payload
         self._fetches = 0
         self._tasks: set[asyncio.Task[None]] = set()
-        source.on_change(self._local.clear)
+        source.on_change(_clear_while_alive(self._local))
         self._counts = metrics.counters
         self._tally = metrics.tally
         self._latency = metrics.latency
@@ -536,11 +537,32 @@ class Resolver:
         self._router = router
         self._local.clear()
 
+    @property
+    def in_flight(self) -> int:
+        """Catalog fetches under way: queries whose reply is still to come."""
+        return self._fetches
+
     async def close(self) -> None:
         for task in list(self._tasks):
             task.cancel()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+def _clear_while_alive(table: fastpath.AnswerTable) -> Callable[[], None]:
+    """``table.clear`` without keeping the table alive.
+
+    The catalog source outlives resolvers (a reload builds a new one and
+    keeps the source); a dead table's callback is a no-op closure.
+    """
+    ref = weakref.ref(table)
+
+    def clear() -> None:
+        alive = ref()
+        if alive is not None:
+            alive.clear()
+
+    return clear
 
 
 def _single_label(qname_wire: bytes) -> bool:

@@ -134,6 +134,16 @@ class ConnectionTable(Generic[C]):
     def __len__(self) -> int:
         return len(self._order)
 
+    def members(self) -> list[C]:
+        """Every connection, oldest first (a copy: closing one changes the table)."""
+        return list(self._order)
+
+    def resize(self, *, max_connections: int, max_per_client: int, max_queued_bytes: int) -> None:
+        """New caps (a reload); connections over them stay until they go on their own."""
+        self._max = max_connections
+        self._max_per_client = max_per_client
+        self._max_queued = max_queued_bytes
+
     def admit(self, client: str) -> Admission[C]:
         """May ``client`` connect, and what must be closed first."""
         if self._per_client.get(client, 0) >= self._max_per_client:

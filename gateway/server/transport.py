@@ -22,11 +22,19 @@ queued reply bytes per connection (past either the connection is not read
 until replies drain), a cap on queued reply bytes across all connections
 (the worst reader is closed), and an accept loop that survives running out
 of file descriptors by closing idle connections.
+
+Sockets are bound apart from the listeners (:func:`bind_pair`, or passed
+by systemd) so the process can drop root before any is read. A reload
+hands every listener a new resolver and gate between two reader callbacks
+(``use``; TCP connections take them at their next message); a shutdown
+stops reading UDP, closes the listening sockets and lets each TCP
+connection answer what it received, then close (``TcpServer.drain``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import functools
 import logging
@@ -162,19 +170,43 @@ class UdpListener:
         self._queued_replies: list[bytes | None] = []
         self._queued_to: list[bytes] = []
         self._loop = asyncio.get_running_loop()
-        reader: Callable[[], None]
-        if batch is None:
-            reader = self._on_readable if gate is None else self._on_readable_checked
-        else:
+        self._reading = False
+        if batch is not None:
             assert UDP_BATCH <= batch.MAX_BATCH
             self._host_key = batchio.HOST_KEY[sock.family]
-            reader = self._on_batch if gate is None else self._on_batch_checked
+        self._read()
+
+    def _read(self) -> None:
+        reader: Callable[[], None]
+        if self._batch is None:
+            reader = self._on_readable if self._gate is None else self._on_readable_checked
+        else:
+            reader = self._on_batch if self._gate is None else self._on_batch_checked
         self._loop.add_reader(self._fd, reader)
+        self._reading = True
+
+    def use(self, resolver: Resolver, gate: Gate | None) -> None:
+        """Answers with ``resolver`` (and ``gate``) from the next datagram on: a reload.
+
+        Between two reader callbacks, so no datagram is lost: those not yet
+        read wait in the socket. Replies still owed go out as before.
+        """
+        self._resolver = resolver
+        self._fast = resolver.answer_fast
+        self._gate = gate
+        if self._reading:
+            self._read()  # add_reader replaces the callback: checked or not
+
+    def pause(self) -> None:
+        """Stops reading (shutdown); the socket stays open for the replies still owed."""
+        if self._reading and self._sock.fileno() >= 0:
+            self._loop.remove_reader(self._sock.fileno())
+        self._reading = False
 
     def close(self) -> None:
         if self._sock.fileno() >= 0:
             self._flush()
-            self._loop.remove_reader(self._sock.fileno())
+            self.pause()
             self._sock.close()
 
     def _on_readable(self) -> None:
@@ -481,6 +513,7 @@ class TcpConnection(asyncio.Protocol):
         self._slow = slow
         self._access = access
         self._server = server
+        self._generation = server.generation
         self._limits = server.limits
         self._resolver = server.resolver
         self._counts = server.resolver.metrics.counters
@@ -496,6 +529,7 @@ class TcpConnection(asyncio.Protocol):
         self._processing = False
         self._continued = False  # a next turn of _process is scheduled
         self._shed = False  # closed by us before its transport existed
+        self._finishing = False  # shutdown: no more reading; close once answered
 
     # -- what the connection table asks (tcp_limits.Tracked) --------------
 
@@ -528,6 +562,19 @@ class TcpConnection(asyncio.Protocol):
             return
         tr.set_write_buffer_limits(high=TCP_WRITE_HIGH_WATER)
         self._idle = self._loop.call_later(self._limits.idle_timeout, self._on_idle)
+        if self._server.draining:
+            self.finish()
+
+    def finish(self) -> None:
+        """Shutdown: read no more, answer what has arrived whole, then close.
+
+        ``close`` sends what is queued, then FIN (RFC 7766 6.2.3: the
+        server closes when it is done). A begun message that is not
+        complete is dropped with the connection.
+        """
+        self._finishing = True
+        if self._transport is not None:
+            self._process()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._server.release(self)
@@ -610,8 +657,11 @@ class TcpConnection(asyncio.Protocol):
         self._set_flow(tr)
 
     def _set_flow(self, tr: asyncio.Transport) -> None:
+        if self._finishing and not self.pending and not self._framer.ready:
+            tr.close()  # every reply is written: the transport flushes, then FIN
+            return
         # Read only when everything buffered is handled and replies may be sent.
-        reading = not self._blocked and not self._framer.ready
+        reading = not self._finishing and not self._blocked and not self._framer.ready
         if reading != self._reading:
             self._reading = reading
             if reading:
@@ -632,6 +682,11 @@ class TcpConnection(asyncio.Protocol):
 
     def _handle(self, message: bytes) -> None:
         self._counts["tcp_queries"] += 1
+        if self._generation != self._server.generation:
+            # A reload: this connection answers with the new resolver and access rules.
+            self._generation = self._server.generation
+            self._resolver = self._server.resolver
+            self._fast, self._access, self._slow = self._server.decide(self.client)
         try:
             fast = self._fast
             response = fast(message, True) if fast is not None else None
@@ -680,6 +735,48 @@ class TcpServer:
             max_queued_bytes=limits.max_queued_bytes,
         )
         self._connecting: set[asyncio.Task[None]] = set()
+        # Bumped by use(): connections pick up the new resolver at their next message.
+        self.generation = 0
+        self.draining = False
+        self._all_closed: asyncio.Event | None = None
+
+    def use(self, resolver: Resolver, limits: TcpLimits, gate: Gate | None) -> None:
+        """New connections (and old ones, from their next message) use these: a reload."""
+        self.resolver = resolver
+        self.limits = limits
+        self.gate = gate
+        self._table.resize(
+            max_connections=limits.max_connections,
+            max_per_client=limits.max_per_client,
+            max_queued_bytes=limits.max_queued_bytes,
+        )
+        self.generation += 1
+
+    def decide(self, client: str) -> tuple[FastAnswer | None, Access, SlowAnswer]:
+        """The fast path ``client`` may use, what it may be answered, and its slow path
+        (the query log's wrapper with --log-queries): the gate's call."""
+        if self.gate is None:
+            return self.resolver.answer_fast, Access.FULL, self.resolver.answer_slow
+        fast, peer, slow = self.gate.peer(client)
+        return fast, peer.access, slow
+
+    def drain(self) -> None:
+        """Shutdown: every connection answers what it has, then closes (see ``finish``)."""
+        self.draining = True
+        for conn in self._table.members():
+            conn.finish()
+
+    async def wait_closed(self, timeout: float) -> int:
+        """Waits up to ``timeout`` for every connection to close; aborts the rest, how many."""
+        if len(self._table):
+            self._all_closed = asyncio.Event()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(timeout):
+                    await self._all_closed.wait()
+        left = self._table.members()
+        for conn in left:
+            conn.abort()
+        return len(left)
 
     @property
     def connections(self) -> int:
@@ -695,17 +792,12 @@ class TcpServer:
         The gate decides first, so a client that is dropped outside --allow
         takes no connection slot and sheds no one's idle connection.
         """
-        fast: FastAnswer | None = self.resolver.answer_fast
-        slow: SlowAnswer = self.resolver.answer_slow
-        access = Access.FULL
-        if self.gate is not None:
-            fast, peer, slow = self.gate.peer(client)
-            access = peer.access
-            if access is Access.NONE and self.gate.drop_denied:
-                # --refuse-action drop: over TCP, no connection.
-                self._counts["access_dropped"] += 1
-                sock.close()
-                return
+        fast, access, slow = self.decide(client)
+        if self.gate is not None and access is Access.NONE and self.gate.drop_denied:
+            # --refuse-action drop: over TCP, no connection.
+            self._counts["access_dropped"] += 1
+            sock.close()
+            return
         verdict: Admission[TcpConnection] = self._table.admit(client)
         if verdict.refused is not None:
             self._counts[verdict.refused] += 1
@@ -723,7 +815,7 @@ class TcpServer:
         try:
             await loop.connect_accepted_socket(lambda: conn, sock)
         except Exception as exc:  # e.g. the client reset it meanwhile
-            self._table.release(conn)
+            self.release(conn)
             sock.close()
             self.log.warning("tcp_connect", "TCP connection from %s dropped: %s", conn.client, exc)
 
@@ -735,6 +827,8 @@ class TcpServer:
 
     def release(self, conn: TcpConnection) -> None:
         self._table.release(conn)
+        if self._all_closed is not None and not len(self._table):
+            self._all_closed.set()
 
     def touch(self, conn: TcpConnection) -> None:
         self._table.touch(conn)
@@ -745,7 +839,7 @@ class TcpServer:
 
     def _close(self, victims: tuple[TcpConnection, ...], counter: str) -> None:
         for victim in victims:
-            self._table.release(victim)
+            self.release(victim)
             self._counts[counter] += 1
             victim.abort()
 
@@ -834,30 +928,27 @@ def _bound_socket(family: int, kind: int, host: str, port: int, reuse_port: bool
     return sock
 
 
-async def open_listeners(
-    resolver: Resolver,
-    host: str,
-    port: int,
-    *,
-    tcp: TcpServer,
-    reuse_port: bool,
-    gate: Gate | None = None,
-    batch: batchio.BatchIO | None = None,
-) -> tuple[UdpListener, TcpListener]:
-    """UDP and TCP on one address; both or neither.
+def bind_pair(host: str, port: int, *, reuse_port: bool) -> tuple[socket.socket, socket.socket]:
+    """UDP and TCP sockets bound to one address (TCP listening); both or neither.
 
-    ``gate``: access control and UDP limits for this address's UDP clients
-    (None: no checks, for a loopback-only listener). TCP clients pass the
-    ``TcpServer``'s gate. ``batch``: the batched-I/O helper for UDP, if used.
+    Only bound: listeners read them once made (after ``--user`` dropped
+    root, so no query is ever answered as root). Port 0 takes the UDP
+    socket's port for TCP too.
     """
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     udp_sock = _bound_socket(family, socket.SOCK_DGRAM, host, port, reuse_port)
-    udp = UdpListener(resolver, udp_sock, gate, batch)
     try:
         tcp_sock = _bound_socket(
             family, socket.SOCK_STREAM, host, udp_sock.getsockname()[1], reuse_port
         )
     except Exception:
-        udp.close()
+        udp_sock.close()
         raise
-    return udp, TcpListener(tcp, tcp_sock)
+    return udp_sock, tcp_sock
+
+
+def tune_udp(sock: socket.socket) -> None:
+    """The buffer sizes of our own UDP sockets, for one passed in (socket activation)."""
+    with contextlib.suppress(OSError):  # a smaller buffer is a loss under bursts, no error
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, UDP_SOCKET_BUFFER)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, UDP_SOCKET_BUFFER)

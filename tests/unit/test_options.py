@@ -89,7 +89,7 @@ def test_toml_file_and_precedence(tmp_path: Path) -> None:
 def test_unknown_toml_key_names_the_file(tmp_path: Path) -> None:
     path = tmp_path / "gw.toml"
     path.write_text("cache_sise = 10\n")
-    with pytest.raises(ConfigError, match=f"{path}: unknown option 'cache_sise'"):
+    with pytest.raises(ConfigError, match=f"{path}:1: unknown option 'cache_sise'"):
         cfg.build({}, config_file=path, env={})
 
 
