@@ -10,7 +10,9 @@ compression.
 from __future__ import annotations
 
 import struct
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TypeVar
 
 import dns.flags
 import dns.name
@@ -171,6 +173,21 @@ def skip_name(data: bytes, offset: int) -> int:
         if length & 0xC0:
             raise FormatError("unknown label type")
         pos += 1 + length
+
+
+_V = TypeVar("_V")
+
+
+def longest_suffix(name: bytes, table: Mapping[bytes, _V]) -> tuple[int, _V] | None:
+    """The longest suffix of a lower-case wire ``name`` that is a key of ``table``,
+    label by label (never the root), as (where it starts in ``name``, its value)."""
+    pos = 0
+    while name[pos]:
+        found = table.get(name[pos:])
+        if found is not None:
+            return pos, found
+        pos += 1 + name[pos]
+    return None
 
 
 def name_of(qname_wire: bytes) -> dns.name.Name:

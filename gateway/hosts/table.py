@@ -72,14 +72,8 @@ class HostsTable:
         """The local zone ``name`` (lower-case wire) is at or below, if any."""
         if not name.endswith(_LOCAL_ZONE_ENDS):
             return None  # most names: one test instead of a walk over their labels
-        found = self._zones
-        pos = 0
-        while name[pos]:
-            zone = found.get(name[pos:])
-            if zone is not None:
-                return zone
-            pos += 1 + name[pos]
-        return None
+        found = wire.longest_suffix(name, self._zones)
+        return found[1] if found is not None else None
 
     def claims(self, name: bytes) -> bool:
         """Whether a lower-case wire name is answered here (routing)."""

@@ -62,13 +62,11 @@ class ChaosAnswerer:
         if self._refuse or query.qclass != CLASS_CH:
             raise rcodes.Refused()
         name = query.qname_wire.lower()
-        pos = 0
-        while name[pos]:
-            text = self._texts.get(name[pos:])
-            if text is not None:
-                return self._from_zone(name, pos, text, query.qtype)
-            pos += 1 + name[pos]
-        raise rcodes.Refused()
+        found = wire.longest_suffix(name, self._texts)
+        if found is None:
+            raise rcodes.Refused()
+        pos, text = found
+        return self._from_zone(name, pos, text, query.qtype)
 
     @staticmethod
     def _from_zone(name: bytes, pos: int, text: bytes, qtype: int) -> Answer:

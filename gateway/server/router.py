@@ -103,14 +103,8 @@ class Router:
 
     def _suffix(self, name: bytes) -> Route | None:
         """The route of the longest suffix of a lower-case wire name in the table."""
-        routes = self._routes
-        pos = 0
-        while name[pos]:  # the root is never a domain or zone here
-            found = routes.get(name[pos:])
-            if found is not None:
-                return found
-            pos += 1 + name[pos]
-        return None
+        found = wire.longest_suffix(name, self._routes)  # the root is never a route
+        return found[1] if found is not None else None
 
     def route(self, qname_wire: bytes) -> Route:
         """The route of an uncompressed wire name (any letter case)."""
