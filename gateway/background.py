@@ -1,7 +1,9 @@
 """A blocking job (reading and parsing files) run in a thread, one run at a time.
 
 Used for everything re-read while the gateway answers: zone and catalog files
-on SIGHUP (``app.Reloader``) and the hosts files (``gateway.hosts.watch``).
+on SIGHUP (``app.Reloader``) and the hosts files (``gateway.hosts.watch``);
+``file_signature`` is what the pollers of changed files (hosts files, the resolv
+file) compare.
 The event loop goes on answering while the thread reads; the result is
 handed over on the loop.
 """
@@ -9,11 +11,26 @@ handed over on the loop.
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
+
+# What tells one version of a file from another: (inode, size, mtime in ns);
+# None while it cannot be stat()-ed. A rename over it changes the inode.
+FileSignature = tuple[int, int, int] | None
+
+
+def file_signature(path: Path) -> FileSignature:
+    """One ``stat``: cheap enough to poll every second for the files re-read on change."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_ino, st.st_size, st.st_mtime_ns)
 
 
 class SerialJob(Generic[T]):

@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 from collections.abc import Callable
 from pathlib import Path
 
+from gateway.background import file_signature
 from gateway.options import Endpoint, system_upstreams
 
 log = logging.getLogger(__name__)
@@ -25,17 +25,6 @@ log = logging.getLogger(__name__)
 # changed network is noticed within about a second (dnsmasq: at most once a
 # second, when a query arrives).
 POLL_INTERVAL_S = 1.0
-
-Signature = tuple[int, int, int] | None  # (inode, size, mtime in ns); None: no file
-
-
-def signature(path: Path) -> Signature:
-    """What tells one version of the file from another."""
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return (st.st_ino, st.st_size, st.st_mtime_ns)
 
 
 def standard_upstreams(
@@ -62,7 +51,7 @@ class ResolvWatcher:
         self._extra = extra
         self._apply = apply
         self._interval = interval
-        self._seen = signature(path)
+        self._seen = file_signature(path)
         self._task: asyncio.Task[None] | None = None
         self.reloads = 0  # times a changed file gave a new list (a metric)
 
@@ -79,7 +68,7 @@ class ResolvWatcher:
 
     def check(self) -> None:
         """One look at the file: re-read and apply it when it changed."""
-        now = signature(self._path)
+        now = file_signature(self._path)
         if now == self._seen:
             return
         self._seen = now

@@ -20,12 +20,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from gateway.background import SerialJob
+from gateway.background import FileSignature, SerialJob, file_signature
 from gateway.hosts.parse import HostsLine, parse
 from gateway.hosts.table import HostsTable
 from gateway.options import Config
@@ -34,7 +33,7 @@ log = logging.getLogger(__name__)
 
 POLL_INTERVAL_S = 1.0
 # Per file: (inode, size, mtime in ns), or None while it cannot be stat()-ed.
-Signature = tuple[tuple[int, int, int] | None, ...]
+Signature = tuple[FileSignature, ...]
 
 
 def paths(config: Config) -> tuple[Path, ...]:
@@ -51,15 +50,7 @@ def same_files(old: Config, new: Config) -> bool:
 
 def signature(files: Sequence[Path]) -> Signature:
     """What the files look like now, cheaply (one ``stat`` each)."""
-    found: list[tuple[int, int, int] | None] = []
-    for path in files:
-        try:
-            st = os.stat(path)
-        except OSError:
-            found.append(None)
-            continue
-        found.append((st.st_ino, st.st_size, st.st_mtime_ns))
-    return tuple(found)
+    return tuple(file_signature(path) for path in files)
 
 
 def read(files: Sequence[Path], ttl: int) -> HostsTable:
